@@ -1,0 +1,304 @@
+"""Validated configuration for every DAF run (pydantic v2: unknown keys are errors, assignments are checked)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration is invalid; the message names the source, the field and what is allowed."""
+
+
+class _StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]):
+        """Load from a YAML file; errors name the file, the field and the allowed values."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config"):
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, source, cls)) from None
+
+    def to_yaml(self, path: str | os.PathLike[str] | None = None) -> str:
+        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+
+def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
+    """One line per problem: `source: field: message (allowed: ...)`."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(sorted(model.model_fields))
+            msg = f"unknown key (known keys: {known})"
+        elif err["type"] == "literal_error":
+            msg = f"{msg} (got {err.get('input')!r})"
+        lines.append(f"{source}: {field}: {msg}")
+    return "\n".join(lines)
+
+
+class DAFConfig(_StrictModel):
+    """Resources and locations shared by every pipeline."""
+
+    output_dir: str = "daf_output"
+    checkpoint_dir: str = "daf_output/checkpoints"
+    max_checkpoints_to_keep: int = Field(default=3, ge=1)
+    max_parallel_jobs: int = Field(default=1, ge=1, le=256)
+    gpu_memory_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(default=42, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    task_runner: Literal["thread", "process", "dask"] = "thread"
+    dask_address: str | None = None
+    use_cache: bool = True
+    refresh_cache: bool = False
+    cache_expiration_hours: float | None = Field(default=None, gt=0)
+
+    def resources(self) -> dict[str, Any]:
+        """The DAFConfig fields of this (possibly derived) config, to carry into another pipeline config."""
+        return {name: getattr(self, name) for name in DAFConfig.model_fields}
+
+
+class DAFTrainingConfig(DAFConfig):
+    """One PPO training run. Every trainer hyperparameter lives here (CleanRL style)."""
+
+    policy_class_path: str = "lstm"
+    policy_data_path: str | None = None
+    missions: list[str] = Field(default_factory=lambda: ["training_facility_1"], min_length=1)
+    num_training_steps: int = Field(default=200_000, gt=0, description="agent-steps to train for")
+    eval_missions: list[str] = Field(default_factory=list)
+    eval_episodes: int = Field(default=10, gt=0)
+    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    checkpoint_interval: int = Field(default=50_000, gt=0, description="agent-steps between checkpoints")
+    torch_threads: int | None = Field(default=None, ge=1)
+    progress: bool = True
+
+    # PPO hyperparameters
+    learning_rate: float = Field(default=1e-3, ge=0.0)
+    anneal_lr: bool = True
+    num_envs: int = Field(default=16, ge=1)
+    num_steps: int = Field(default=64, ge=1, description="rollout length per environment")
+    gamma: float = Field(default=0.99, gt=0.0, le=1.0)
+    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0)
+    num_minibatches: int = Field(default=4, ge=1)
+    update_epochs: int = Field(default=4, ge=1)
+    norm_adv: bool = True
+    clip_coef: float = Field(default=0.2, gt=0.0)
+    clip_vloss: bool = True
+    ent_coef: float = Field(default=0.01, ge=0.0)
+    vf_coef: float = Field(default=0.5, ge=0.0)
+    max_grad_norm: float = Field(default=0.5, gt=0.0)
+    target_kl: float | None = Field(default=None, gt=0.0)
+    bptt_horizon: int = Field(default=16, ge=1, description="truncated BPTT length for recurrent policies")
+    hidden_size: int = Field(default=128, ge=8)
+
+    @model_validator(mode="after")
+    def _rollout_divides(self) -> DAFTrainingConfig:
+        if self.num_steps % self.bptt_horizon and self.bptt_horizon < self.num_steps:
+            raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of bptt_horizon ({self.bptt_horizon})")
+        return self
+
+
+# Fields of DAFTrainingConfig that a sweep may search: the trainer's hyperparameters, not paths or bookkeeping.
+HYPERPARAMETERS: frozenset[str] = frozenset(
+    name
+    for name in DAFTrainingConfig.model_fields
+    if name not in DAFConfig.model_fields
+    and name
+    not in {
+        "policy_class_path",
+        "policy_data_path",
+        "missions",
+        "eval_missions",
+        "eval_episodes",
+        "run_id",
+        "checkpoint_interval",
+        "torch_threads",
+        "progress",
+    }
+)
+
+
+class RangeSpec(_StrictModel):
+    """A numeric search range: float unless low/high/step are all integers."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeSpec:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be < high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log ranges need low > 0")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        vals = [self.low, self.high] + ([self.step] if self.step is not None else [])
+        return self.step is not None and all(float(v).is_integer() for v in vals)
+
+
+SearchDimension = list[Any] | RangeSpec
+
+
+def validate_search_space(space: dict[str, Any]) -> dict[str, SearchDimension]:
+    """Lists are categorical, mappings are ranges; names must be DAFTrainingConfig hyperparameters."""
+    if not space:
+        raise ValueError("search_space is empty: give at least one hyperparameter")
+    out: dict[str, SearchDimension] = {}
+    for name, dim in space.items():
+        if name not in HYPERPARAMETERS:
+            raise ValueError(
+                f"search_space.{name}: not a DAFTrainingConfig hyperparameter (allowed: {', '.join(sorted(HYPERPARAMETERS))})"
+            )
+        if isinstance(dim, RangeSpec):
+            out[name] = dim
+        elif isinstance(dim, dict):
+            try:
+                out[name] = RangeSpec.model_validate(dim)
+            except ValidationError as exc:
+                raise ValueError(f"search_space.{name}: {format_validation_error(exc, 'range', RangeSpec)}") from None
+        elif isinstance(dim, list | tuple):
+            if not dim:
+                raise ValueError(f"search_space.{name}: empty list of values")
+            values = list(dim)
+            for value in values:
+                try:
+                    DAFTrainingConfig.model_validate({name: value})
+                except ValidationError as exc:
+                    msg = exc.errors()[0]["msg"]
+                    raise ValueError(f"search_space.{name}: value {value!r} is invalid: {msg}") from None
+            out[name] = values
+        else:
+            raise ValueError(f"search_space.{name}: expected a list of values or a {{low, high, log, step}} range")
+    return out
+
+
+class DAFSweepConfig(DAFConfig):
+    """A hyperparameter search where every trial trains and is evaluated."""
+
+    name: str = Field(default="sweep", pattern=r"^[A-Za-z0-9_.-]+$")
+    policy_class_path: str = "lstm"
+    policy_data_path: str | None = None
+    missions: list[str] = Field(default_factory=lambda: ["training_facility_1"], min_length=1)
+    search_space: dict[str, Any]
+    strategy: Literal["grid", "random", "bayesian"] = "grid"
+    num_trials: int | None = Field(default=None, ge=1, description="default: grid size, or 10")
+    episodes_per_trial: int = Field(default=5, ge=1)
+    training_steps_per_trial: int = Field(default=50_000, gt=0)
+    eval_interval_steps: int | None = Field(default=None, gt=0, description="intermediate evaluations for pruning")
+    objective: Literal["mean", "iqm"] = "mean"
+    optimize_direction: Literal["maximize", "minimize"] = "maximize"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    storage: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite under the sweep's output dir")
+    training: dict[str, Any] = Field(default_factory=dict, description="fixed DAFTrainingConfig overrides")
+
+    @field_validator("search_space")
+    @classmethod
+    def _check_space(cls, value: dict[str, Any]) -> dict[str, Any]:
+        validate_search_space(value)
+        return value
+
+    @field_validator("training")
+    @classmethod
+    def _check_training(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            DAFTrainingConfig.model_validate(value)
+        except ValidationError as exc:
+            raise ValueError(format_validation_error(exc, "training", DAFTrainingConfig)) from None
+        return value
+
+    def grid_size(self) -> int | None:
+        space = validate_search_space(self.search_space)
+        if any(isinstance(d, RangeSpec) for d in space.values()):
+            return None
+        size = 1
+        for dim in space.values():
+            size *= len(dim)
+        return size
+
+    @model_validator(mode="after")
+    def _grid_fits(self) -> DAFSweepConfig:
+        if self.strategy == "grid":
+            if self.grid_size() is None:
+                raise ValueError("strategy 'grid' needs every search_space entry to be a list of values")
+            if self.num_trials is not None and self.num_trials > self.grid_size():
+                raise ValueError(f"num_trials ({self.num_trials}) exceeds the grid size ({self.grid_size()})")
+        return self
+
+    def total_trials(self) -> int:
+        if self.num_trials is not None:
+            return self.num_trials
+        return self.grid_size() if self.strategy == "grid" else 10
+
+
+class PolicyEntry(_StrictModel):
+    """A policy to evaluate: mettagrid's PolicySpec fields plus an optional display name."""
+
+    class_path: str
+    data_path: str | None = None
+    init_kwargs: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None
+
+
+class DAFComparisonConfig(DAFConfig):
+    policies: list[PolicyEntry] = Field(min_length=1)
+    missions: list[str] = Field(min_length=1)
+    episodes_per_mission: int = Field(default=10, ge=1)
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    correction: Literal["holm", "bh"] = "holm"
+    parallel_evaluation: bool = False
+    report_title: str = "DAF comparison report"
+
+
+class DAFBenchmarkConfig(DAFConfig):
+    policies: list[PolicyEntry] = Field(min_length=1)
+    missions: list[str] = Field(min_length=1)
+    episodes_per_mission: int = Field(default=10, ge=1)
+    training_missions: list[str] | None = None
+    training_steps: int = Field(default=100_000, gt=0)
+    training: dict[str, Any] = Field(default_factory=dict, description="DAFTrainingConfig overrides for training")
+    compare_baselines: bool = True
+    baselines: list[str] = Field(default_factory=lambda: ["baseline", "random"])
+    create_deployment_package: bool = False
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    correction: Literal["holm", "bh"] = "holm"
+    parallel_evaluation: bool = False
+
+    @field_validator("policies", mode="before")
+    @classmethod
+    def _names_to_entries(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"class_path": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("training")
+    @classmethod
+    def _check_training(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return DAFSweepConfig._check_training(value)

@@ -1,0 +1,167 @@
+"""Seeded evaluation of one policy on one mission, every agent driven by the policy under test.
+
+Episode i of (seed, mission) always uses the same map seed, so every policy meets the same maps. Policies
+with `step_batch` step all agents of several concurrent episodes in one call; DAF policies reseed their
+per-row streams at each episode start, so results do not depend on how many episodes run at once.
+Others fall back to mettagrid's per-agent `AgentPolicy.step`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
+from mettagrid.simulator.simulator import Simulation
+
+from daf.missions import get_mission, with_map_seed
+from daf.policies.base import DAFPolicy
+from daf.policies.registry import check_spec, load_policy
+from daf.policies.rng import row_seeds
+from daf.simulation import EpisodeOutcome, SimBatch, env_interface
+
+ProgressFn = Callable[[int, int], None]  # (episodes done, episodes total)
+
+
+def episode_seed(seed: int, mission: str, episode: int) -> int:
+    """A map/episode seed from (seed, mission, i): stable across processes and Python versions."""
+    digest = hashlib.sha256(f"{seed}:{mission}:{episode}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class EvaluationResult:
+    policy_name: str
+    class_path: str
+    data_path: str | None
+    mission: str
+    seed: int
+    episodes: list[EpisodeOutcome]
+    wall_time_s: float
+    agent_steps: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def rewards(self) -> list[float]:
+        """Per-episode total reward (sum over agents)."""
+        return [e.total_reward for e in self.episodes]
+
+    @property
+    def agent_steps_per_second(self) -> float:
+        return self.agent_steps / self.wall_time_s if self.wall_time_s > 0 else float("nan")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "rewards": self.rewards}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvaluationResult:
+        data = {k: v for k, v in data.items() if k != "rewards"}
+        data["episodes"] = [EpisodeOutcome(**e) for e in data["episodes"]]
+        return cls(**data)
+
+
+def has_batch_path(policy: MultiAgentPolicy) -> bool:
+    return type(policy).step_batch is not MultiAgentPolicy.step_batch
+
+
+def evaluate(
+    policy_spec: PolicySpec,
+    mission: str,
+    episodes: int,
+    seed: int = 42,
+    *,
+    policy_name: str | None = None,
+    device: str = "cpu",
+    concurrent_episodes: int = 8,
+    progress: ProgressFn | None = None,
+) -> EvaluationResult:
+    """Run `episodes` seeded episodes of `mission` with every agent driven by `policy_spec`."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if concurrent_episodes < 1:
+        raise ValueError(f"concurrent_episodes must be >= 1, got {concurrent_episodes}")
+    check_spec(policy_spec)
+    config = get_mission(mission)
+    policy = load_policy(policy_spec, env_interface([config]), device=device)
+    seeds = [episode_seed(seed, mission, i) for i in range(episodes)]
+    start = time.perf_counter()
+    if has_batch_path(policy):
+        outcomes = _run_batched(policy, config, seeds, concurrent_episodes, progress)
+    else:
+        outcomes = _run_per_agent(policy, config, seeds, progress)
+    wall = time.perf_counter() - start
+    return EvaluationResult(
+        policy_name=policy_name or policy_spec.name,
+        class_path=policy_spec.class_path,
+        data_path=policy_spec.data_path,
+        mission=mission,
+        seed=seed,
+        episodes=outcomes,
+        wall_time_s=wall,
+        agent_steps=sum(o.steps * len(o.agent_rewards) for o in outcomes),
+    )
+
+
+def _run_batched(
+    policy: MultiAgentPolicy, config, seeds: list[int], concurrent: int, progress: ProgressFn | None
+) -> list[EpisodeOutcome]:
+    num_slots = min(concurrent, len(seeds))
+    batch = SimBatch([config] * num_slots)
+    outcomes: dict[int, EpisodeOutcome] = {}
+    slot_episode: dict[int, int] = {}
+    next_episode = 0
+
+    def start(slot: int) -> None:
+        nonlocal next_episode
+        ep = next_episode
+        next_episode += 1
+        slot_episode[slot] = ep
+        batch.start(slot, seeds[ep])
+        if isinstance(policy, DAFPolicy):
+            rows = np.arange(batch.rows[slot].start, batch.rows[slot].stop)
+            policy.reset_rows(rows, row_seeds(seeds[ep], len(rows)))
+
+    try:
+        for slot in range(num_slots):
+            start(slot)
+        while slot_episode:
+            policy.step_batch(batch.observations, batch.actions)
+            active = list(slot_episode)
+            batch.step(active)
+            for slot in active:
+                if batch.is_done(slot):
+                    outcomes[slot_episode.pop(slot)] = batch.outcome(slot)
+                    if progress:
+                        progress(len(outcomes), len(seeds))
+                    if next_episode < len(seeds):
+                        start(slot)
+                    else:
+                        batch.close_slot(slot)
+    finally:
+        batch.close()
+    return [outcomes[i] for i in range(len(seeds))]
+
+
+def _run_per_agent(
+    policy: MultiAgentPolicy, config, seeds: list[int], progress: ProgressFn | None
+) -> list[EpisodeOutcome]:
+    outcomes = []
+    agents = [policy.agent_policy(i) for i in range(config.game.num_agents)]
+    for i, ep_seed in enumerate(seeds):
+        sim = Simulation(with_map_seed(config, ep_seed), seed=ep_seed)
+        for agent in agents:
+            agent.reset()
+        try:
+            while not sim.is_done():
+                for agent_id, obs in enumerate(sim.observations()):
+                    sim.agent(agent_id).set_action(agents[agent_id].step(obs))
+                sim.step()
+            outcomes.append(EpisodeOutcome.from_simulation(sim, ep_seed))
+        finally:
+            sim.close()
+        if progress:
+            progress(i + 1, len(seeds))
+    return outcomes

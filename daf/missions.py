@@ -1,0 +1,258 @@
+"""Named missions: a ladder of mettagrid games from 'walk into a source' to 'craft and deposit'.
+
+Conventions every mission follows (the `baseline` policy relies on them):
+- `heart_source`: walking into it gives the agent one heart.
+- `<resource>_extractor`: walking into it gives one `<resource>` (an agent carries at most one of each).
+- `assembler`: walking into it while carrying one of every extractor resource turns them into one heart.
+- `chest`: walking into it while carrying a heart deposits it; only deposited hearts score in chest missions.
+Reward is the goal only: hearts held (or deposited, in chest missions); nothing a random walk can farm
+without reaching the goal. Vibe and attack actions are off.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from mettagrid.builder import building
+from mettagrid.config.filter.resource_filter import actorHas
+from mettagrid.config.game_value import InventoryValue, StatValue
+from mettagrid.config.handler_config import Handler
+from mettagrid.config.mettagrid_config import (
+    ActionsConfig,
+    AgentConfig,
+    ChangeVibeActionConfig,
+    GameConfig,
+    GridObjectConfig,
+    InventoryConfig,
+    MettaGridConfig,
+    MoveActionConfig,
+    NoopActionConfig,
+    ResourceLimitsConfig,
+)
+from mettagrid.config.mutation.resource_mutation import updateActor
+from mettagrid.config.mutation.stats_mutation import logActorAgentStat
+from mettagrid.config.reward_config import reward
+from mettagrid.map_builder.random_map import RandomMapBuilder
+
+DEPOSIT_STAT = "heart.deposited"
+
+
+class UnknownMissionError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class MissionSpec:
+    """The documented rules of a mission; `build` turns them into a mettagrid config."""
+
+    name: str
+    description: str
+    num_agents: int
+    width: int
+    height: int
+    max_steps: int
+    objects: dict[str, int]
+    resources: tuple[str, ...] = ()  # extractor resources the assembler needs, one of each
+    chest_scoring: bool = False
+    walls: int = 0
+
+    @property
+    def reward_rule(self) -> str:
+        if self.chest_scoring:
+            return "+1 per heart deposited into a chest"
+        return "+1 per heart obtained"
+
+    def build(self, **overrides: Any) -> MettaGridConfig:
+        allowed = {"num_agents", "width", "height", "max_steps", "objects", "walls", "seed"}
+        unknown = set(overrides) - allowed
+        if unknown:
+            raise ValueError(f"mission {self.name}: unknown override(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
+        num_agents = overrides.get("num_agents", self.num_agents)
+        objects = dict(overrides.get("objects", self.objects))
+        walls = overrides.get("walls", self.walls)
+        if walls:
+            objects["wall"] = walls
+        return _build_game(
+            label=self.name,
+            num_agents=num_agents,
+            width=overrides.get("width", self.width),
+            height=overrides.get("height", self.height),
+            max_steps=overrides.get("max_steps", self.max_steps),
+            map_objects=objects,
+            resources=self.resources,
+            chest_scoring=self.chest_scoring,
+            seed=overrides.get("seed", 0),
+        )
+
+
+def _object_configs(resources: tuple[str, ...], chest_scoring: bool) -> dict[str, Any]:
+    objects: dict[str, Any] = {"wall": building.wall}
+    objects["heart_source"] = GridObjectConfig(
+        name="heart_source", on_use_handler=Handler(mutations=[updateActor({"heart": 1})])
+    )
+    for res in resources:
+        objects[f"{res}_extractor"] = GridObjectConfig(
+            name=f"{res}_extractor", on_use_handler=Handler(mutations=[updateActor({res: 1})])
+        )
+    if resources:
+        objects["assembler"] = GridObjectConfig(
+            name="assembler",
+            on_use_handler=Handler(
+                filters=[actorHas(dict.fromkeys(resources, 1))],
+                mutations=[updateActor({**{r: -1 for r in resources}, "heart": 1})],
+            ),
+        )
+    if chest_scoring:
+        objects["chest"] = GridObjectConfig(
+            name="chest",
+            on_use_handler=Handler(
+                filters=[actorHas({"heart": 1})],
+                mutations=[updateActor({"heart": -1}), logActorAgentStat(DEPOSIT_STAT)],
+            ),
+        )
+    return objects
+
+
+def _build_game(
+    *,
+    label: str,
+    num_agents: int,
+    width: int,
+    height: int,
+    max_steps: int,
+    map_objects: dict[str, int],
+    resources: tuple[str, ...],
+    chest_scoring: bool,
+    seed: int,
+) -> MettaGridConfig:
+    resource_names = ["heart", *resources]
+    limits = {r: ResourceLimitsConfig(base=1, resources=[r]) for r in resources}
+    if chest_scoring:
+        # Carry one heart at a time so scoring needs the round trip to the chest.
+        limits["heart"] = ResourceLimitsConfig(base=1, resources=["heart"])
+        rewards = {"deposited": reward(StatValue(name=DEPOSIT_STAT))}
+    else:
+        rewards = {"heart": reward(InventoryValue(item="heart"))}
+    game = GameConfig(
+        num_agents=num_agents,
+        max_steps=max_steps,
+        resource_names=resource_names,
+        objects=_object_configs(resources, chest_scoring),
+        actions=ActionsConfig(
+            noop=NoopActionConfig(), move=MoveActionConfig(), change_vibe=ChangeVibeActionConfig(enabled=False)
+        ),
+        agent=AgentConfig(rewards=rewards, inventory=InventoryConfig(default_limit=255, limits=limits)),
+        map_builder=RandomMapBuilder.Config(
+            width=width, height=height, agents=num_agents, objects=map_objects, border_width=1, seed=seed
+        ),
+    )
+    return MettaGridConfig(label=label, game=game)
+
+
+_LADDER: list[MissionSpec] = [
+    MissionSpec(
+        "training_facility_1",
+        "Open room with many heart sources: walk into a source to get a heart.",
+        num_agents=4, width=11, height=11, max_steps=120, objects={"heart_source": 4},
+    ),
+    MissionSpec(
+        "training_facility_2",
+        "Larger room, fewer sources and scattered walls: find a source, keep using it.",
+        num_agents=4, width=17, height=17, max_steps=200, objects={"heart_source": 3}, walls=20,
+    ),
+    MissionSpec(
+        "assembler_1",
+        "Carry ore from an extractor to the assembler, which turns it into a heart.",
+        num_agents=4, width=13, height=13, max_steps=200,
+        objects={"ore_extractor": 2, "assembler": 2}, resources=("ore",),
+    ),
+    MissionSpec(
+        "assembler_2",
+        "Two resource types: the assembler needs one ore and one crystal for each heart.",
+        num_agents=4, width=15, height=15, max_steps=250,
+        objects={"ore_extractor": 2, "crystal_extractor": 2, "assembler": 2}, resources=("ore", "crystal"),
+    ),
+    MissionSpec(
+        "assembly_line_chest",
+        "Bigger map, more agents: craft hearts from ore and crystal; only hearts deposited into a chest score.",
+        num_agents=8, width=25, height=25, max_steps=400,
+        objects={"ore_extractor": 3, "crystal_extractor": 3, "assembler": 3, "chest": 2},
+        resources=("ore", "crystal"), chest_scoring=True, walls=40,
+    ),
+    MissionSpec(
+        "sparse_exploration",
+        "Exploration: a large map cluttered with walls and only two heart sources.",
+        num_agents=2, width=31, height=31, max_steps=300, objects={"heart_source": 2}, walls=220,
+    ),
+]
+MISSIONS: dict[str, MissionSpec] = {m.name: m for m in _LADDER}
+
+
+def list_missions() -> list[str]:
+    return list(MISSIONS)
+
+
+def mission_spec(name: str) -> MissionSpec:
+    try:
+        return MISSIONS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, MISSIONS, n=3, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownMissionError(
+            f"unknown mission {name!r}.{hint} Known missions: {', '.join(MISSIONS)} (or a path to a mission YAML file)"
+        ) from None
+
+
+def get_mission(name: str, **overrides: Any) -> MettaGridConfig:
+    """A fresh mettagrid config for a named mission or a mission YAML file, with optional overrides."""
+    if name.endswith((".yaml", ".yml")):
+        return load_mission_file(name, **overrides)
+    return mission_spec(name).build(**overrides)
+
+
+def load_mission_file(path: str | Path, **overrides: Any) -> MettaGridConfig:
+    """A YAML mission: either `base: <mission>` plus overrides, or a full mettagrid config (`game: ...`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnknownMissionError(f"mission file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UnknownMissionError(f"mission file {path}: malformed YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UnknownMissionError(f"mission file {path}: expected a mapping")
+    if "base" in data:
+        base = data.pop("base")
+        return mission_spec(base).build(**{**data, **overrides})
+    if "game" in data:
+        if overrides:
+            raise ValueError(f"mission file {path}: overrides apply only to `base:` missions")
+        return MettaGridConfig.model_validate(data)
+    raise UnknownMissionError(f"mission file {path}: needs `base: <mission name>` or a full mettagrid `game:` section")
+
+
+def with_map_seed(cfg: MettaGridConfig, seed: int) -> MettaGridConfig:
+    """A copy whose map is generated from `seed`, so every policy meets the same maps."""
+    cfg = cfg.model_copy(deep=True)
+    cfg.game.map_builder.seed = seed
+    return cfg
+
+
+
+def mission_table_markdown() -> str:
+    """The rules of every mission as a markdown table (kept in docs/missions.md)."""
+    rows = [
+        "| mission | agents | map | objects | reward | max steps | description |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in _LADDER:
+        objs = ", ".join(f"{k} x{v}" for k, v in m.objects.items()) + (f", wall x{m.walls}" if m.walls else "")
+        rows.append(
+            f"| `{m.name}` | {m.num_agents} | {m.width}x{m.height} | {objs} | {m.reward_rule} | {m.max_steps} "
+            f"| {m.description} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,97 @@
+"""Resolving policy names: DAF's short names first, then dotted class paths, then mettagrid's registry."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+from typing import Any
+
+from mettagrid.policy.loader import resolve_policy_class_path
+from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
+from mettagrid.policy.policy_env_interface import PolicyEnvInterface
+
+# Short name -> class path. Trainable policies are registered by daf.policies.neural.
+DAF_POLICIES: dict[str, str] = {
+    "random": "daf.policies.scripted.RandomPolicy",
+    "noop": "daf.policies.scripted.NoopPolicy",
+    "baseline": "daf.policies.scripted.BaselinePolicy",
+    "lstm": "daf.policies.neural.LSTMPolicy",
+    "mlp": "daf.policies.neural.MLPPolicy",
+}
+TRAINABLE = {"lstm", "mlp"}
+
+
+class PolicyResolutionError(ValueError):
+    pass
+
+
+def resolve_class_path(name: str) -> str:
+    """The full class path for a short name or dotted path."""
+    if name in DAF_POLICIES:
+        return DAF_POLICIES[name]
+    if "." in name:
+        return name
+    resolved = resolve_policy_class_path(name)
+    if resolved != name:
+        return resolved
+    close = difflib.get_close_matches(name, DAF_POLICIES, n=3, cutoff=0.4)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise PolicyResolutionError(
+        f"unknown policy {name!r}.{hint} Known short names: {', '.join(DAF_POLICIES)}; "
+        "or give a dotted class path such as mypackage.MyPolicy"
+    )
+
+
+def load_policy_class(name: str) -> type[MultiAgentPolicy]:
+    """Import and check a policy class; errors say what was wrong with the name."""
+    path = resolve_class_path(name)
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise PolicyResolutionError(f"policy class path {path!r} must be module.Class")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PolicyResolutionError(f"policy {name!r}: cannot import module {module_name!r} ({exc})") from None
+    try:
+        cls = getattr(module, attr)
+    except AttributeError:
+        raise PolicyResolutionError(f"policy {name!r}: module {module_name!r} has no class {attr!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, MultiAgentPolicy)):
+        raise PolicyResolutionError(
+            f"policy {name!r}: {path} is not a mettagrid.policy.policy.MultiAgentPolicy subclass"
+        )
+    return cls
+
+
+def check_spec(spec: PolicySpec) -> type[MultiAgentPolicy]:
+    """Validate a spec before compute: class importable, data file present."""
+    cls = load_policy_class(spec.class_path)
+    if spec.data_path is not None and not Path(spec.data_path).is_file():
+        raise PolicyResolutionError(f"policy {spec.class_path!r}: data_path {spec.data_path} does not exist")
+    return cls
+
+
+def load_policy(spec: PolicySpec, env: PolicyEnvInterface, device: str = "cpu", **extra: Any) -> MultiAgentPolicy:
+    """Instantiate a policy and load its data (mettagrid's loader semantics, DAF names first)."""
+    cls = check_spec(spec)
+    kwargs = {**spec.init_kwargs, **extra}
+    if "device" in _init_params(cls):
+        kwargs.setdefault("device", device)
+    policy = cls(env, **kwargs)
+    if spec.data_path:
+        policy.load_policy_data(spec.data_path)
+    return policy
+
+
+def _init_params(cls: type) -> set[str]:
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return set(params) | {"device"}
+    return set(params)
+
+
+def list_policies() -> dict[str, str]:
+    return dict(DAF_POLICIES)

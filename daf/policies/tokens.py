@@ -1,0 +1,72 @@
+"""Reading mettagrid's token observations: (packed location, feature id, value) triples, 0xFF = empty."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from mettagrid.policy.policy_env_interface import PolicyEnvInterface
+from mettagrid.simulator import AgentObservation
+
+EMPTY_LOCATION = 0xFF
+GLOBAL_LOCATION = 0xFE
+
+# Move action names and the (row, col) step they take.
+MOVES: dict[str, tuple[int, int]] = {
+    "move_north": (-1, 0),
+    "move_south": (1, 0),
+    "move_west": (0, -1),
+    "move_east": (0, 1),
+}
+
+
+@dataclass(frozen=True)
+class ObsLayout:
+    """Feature ids and geometry of one environment's observations."""
+
+    num_tokens: int
+    token_dim: int
+    height: int
+    width: int
+    num_features: int
+    tag_feature: int
+    type_names: dict[int, str]  # tag value -> object type name ("wall", "heart_source", ...)
+    inventory_features: dict[str, int]  # resource -> feature id of "inv:<resource>"
+    action_names: tuple[str, ...]
+
+    @classmethod
+    def from_env(cls, pei: PolicyEnvInterface) -> ObsLayout:
+        by_name = {f.name: f.id for f in pei.obs_features}
+        types = {tid: name.removeprefix("type:") for tid, name in pei.tag_id_to_name.items() if name.startswith("type:")}
+        inventory = {name[4:]: fid for name, fid in by_name.items() if name.startswith("inv:") and name.count(":") == 1}
+        return cls(
+            num_tokens=pei.observation_shape[0],
+            token_dim=pei.observation_shape[1],
+            height=pei.obs_height,
+            width=pei.obs_width,
+            num_features=max(by_name.values()) + 1,
+            tag_feature=by_name["tag"],
+            type_names=types,
+            inventory_features=inventory,
+            action_names=tuple(pei.all_action_names),
+        )
+
+    @property
+    def center(self) -> tuple[int, int]:
+        return self.height // 2, self.width // 2
+
+    def action_index(self, name: str) -> int:
+        return self.action_names.index(name)
+
+
+def agent_observation_array(obs: AgentObservation, num_tokens: int) -> np.ndarray:
+    """The raw (num_tokens, 3) uint8 array behind a per-agent observation object."""
+    arr = np.full((num_tokens, 3), EMPTY_LOCATION, dtype=np.uint8)
+    for i, token in enumerate(obs.tokens[:num_tokens]):
+        arr[i] = token.raw_token
+    return arr
+
+
+def unpack_locations(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of packed location bytes (high nibble row, low nibble column)."""
+    return loc >> 4, loc & 0x0F

@@ -1,0 +1,183 @@
+"""Write the comparison report: self-contained HTML, JSON and a Markdown summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from daf.reports.plots import all_plots
+from daf.stats import ComparisonStatistics
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+KNOWN_METADATA = ("policies", "missions", "episodes_per_mission", "seed", "versions", "created_at")
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    json: Path
+    markdown: Path
+
+
+def _as_stats(statistics: ComparisonStatistics | dict) -> ComparisonStatistics:
+    return statistics if isinstance(statistics, ComparisonStatistics) else ComparisonStatistics.from_dict(statistics)
+
+
+# ---------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------
+
+
+def fmt_num(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return f"{float(v):.{digits}g}" if abs(float(v)) >= 1e4 else f"{float(v):.{digits}f}"
+
+
+def fmt_p(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return "<0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def fmt_ci(lo: Any, hi: Any, digits: int = 3) -> str:
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return "—"
+    return f"[{fmt_num(lo, digits)}, {fmt_num(hi, digits)}]"
+
+
+def _json_value(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, default=str)
+
+
+# ---------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------
+
+
+def _environment() -> Environment:
+    # autoescape=True unconditionally: every policy/mission name and metadata value is untrusted text.
+    # FileSystemLoader relative to this file works from a source tree and an installed wheel alike
+    # (the template is package data).
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=fmt_num, p=fmt_p, jsonv=_json_value)
+    env.globals.update(ci=fmt_ci)
+    return env
+
+
+def render_html(statistics: ComparisonStatistics | dict, metadata: dict, title: str = "DAF comparison report") -> str:
+    stats = _as_stats(statistics)
+    metadata = dict(metadata or {})
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        title=title,
+        stats=stats,
+        meta=metadata,
+        meta_policies=metadata.get("policies") if isinstance(metadata.get("policies"), list) else [],
+        meta_versions=metadata.get("versions") if isinstance(metadata.get("versions"), dict) else {},
+        meta_other={k: v for k, v in metadata.items() if k not in KNOWN_METADATA},
+        agg_rank={e.policy: e for e in stats.leaderboard},
+        agg={a.policy: a for a in stats.aggregate},
+        plots=all_plots(stats),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------
+
+_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": r"\|", "`": r"\`", "*": r"\*", "_": r"\_",
+               "[": r"\[", "]": r"\]", "\\": "\\\\", "\n": " ", "\r": " "}
+
+
+def md_escape(text: Any) -> str:
+    """Neutralise HTML and the Markdown characters that could break a table or make links."""
+    return "".join(_MD_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def render_markdown_summary(statistics: ComparisonStatistics | dict) -> str:
+    stats = _as_stats(statistics)
+    method = {"holm": "Holm–Bonferroni", "bh": "Benjamini–Hochberg"}.get(stats.correction, stats.correction)
+    lines = [
+        "## Leaderboard",
+        "",
+        f"Aggregate = mean of per-mission means; {stats.confidence_level:.0%} stratified bootstrap CI. "
+        f"Policies share a rank unless the {method}-corrected test (alpha = {stats.alpha:g}) separates them.",
+        "",
+        "| Rank | Policy | Mean | CI | Better than next? |",
+        "|---:|---|---:|---|---|",
+    ]
+    for e in stats.leaderboard:
+        nxt = {None: "—", True: f"yes (p_adj {fmt_p(e.p_corrected_vs_next)})"}.get(
+            e.significantly_better_than_next, f"no (p_adj {fmt_p(e.p_corrected_vs_next)})"
+        )
+        lines.append(f"| {e.rank} | {md_escape(e.policy)} | {fmt_num(e.mean)} | {fmt_ci(e.ci_low, e.ci_high)} | {nxt} |")
+
+    lines += ["", "## Significant differences", ""]
+    sig = [p for p in stats.pairwise if p.significant]
+    if not sig:
+        lines.append(f"None after {method} correction at alpha = {stats.alpha:g}.")
+    for p in sig:
+        better, worse = (p.policy_a, p.policy_b) if p.mean_difference > 0 else (p.policy_b, p.policy_a)
+        scope = "aggregate" if p.mission is None else f"mission {md_escape(p.mission)}"
+        pi = p.prob_improvement if better == p.policy_a else 1.0 - p.prob_improvement
+        lines.append(
+            f"- **{md_escape(better)}** > **{md_escape(worse)}** ({scope}): "
+            f"Δmean {fmt_num(abs(p.mean_difference))}, P(improvement) {fmt_num(pi, 2)}, p_adj {fmt_p(p.p_corrected)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Temp file in the same directory, then os.replace: readers never see a half-written report."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(
+    statistics: ComparisonStatistics | dict,
+    metadata: dict,
+    output_dir: str | Path,
+    title: str = "DAF comparison report",
+) -> ReportPaths:
+    """Write report.html, report.json and summary.md into output_dir (created if needed)."""
+    stats = _as_stats(statistics)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = ReportPaths(html=out / "report.html", json=out / "report.json", markdown=out / "summary.md")
+
+    payload = {"title": title, "metadata": metadata or {}, "statistics": stats.to_dict()}
+    # allow_nan=False: to_dict() already maps NaN to None; metadata oddities (Path, datetime) become strings.
+    json_text = json.dumps(payload, indent=2, allow_nan=False, default=str)
+
+    _write_atomic(paths.html, render_html(stats, metadata, title))
+    _write_atomic(paths.json, json_text + "\n")
+    _write_atomic(paths.markdown, f"# {md_escape(title)}\n\n" + render_markdown_summary(stats))
+    return paths

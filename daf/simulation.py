@@ -1,0 +1,130 @@
+"""Many mettagrid simulations writing into one preallocated set of numpy buffers.
+
+Both evaluation and training step a batch of episodes at once: each slot is one Simulation whose buffers
+are row slices of shared arrays, so a policy sees every agent of every slot in one array without copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from mettagrid.config.mettagrid_config import MettaGridConfig
+from mettagrid.mettagrid_c import (
+    dtype_actions,
+    dtype_masks,
+    dtype_observations,
+    dtype_rewards,
+    dtype_terminals,
+    dtype_truncations,
+)
+from mettagrid.policy.policy_env_interface import PolicyEnvInterface
+from mettagrid.simulator.simulator import Buffers, Simulation
+
+from daf.missions import with_map_seed
+
+
+@dataclass
+class EpisodeOutcome:
+    """What one finished episode leaves behind (no per-agent Python objects during the episode)."""
+
+    seed: int
+    agent_rewards: list[float]
+    steps: int
+    game_stats: dict[str, float]
+    agent_stats: dict[str, float]  # mean over agents
+
+    @property
+    def total_reward(self) -> float:
+        return float(sum(self.agent_rewards))
+
+    @classmethod
+    def from_simulation(cls, sim: Simulation, seed: int) -> EpisodeOutcome:
+        stats = sim.episode_stats
+        agents = stats["agent"]
+        keys = sorted({k for a in agents for k in a})
+        return cls(
+            seed=seed,
+            agent_rewards=[float(x) for x in sim.episode_rewards],
+            steps=int(sim.current_step),
+            game_stats={k: float(v) for k, v in stats["game"].items()},
+            agent_stats={k: float(np.mean([a.get(k, 0.0) for a in agents])) for k in keys},
+        )
+
+
+def env_interface(configs: list[MettaGridConfig]) -> PolicyEnvInterface:
+    """The shared policy interface of several missions; they must agree on observations and actions."""
+    first = PolicyEnvInterface.from_mg_cfg(configs[0])
+    for cfg in configs[1:]:
+        other = PolicyEnvInterface.from_mg_cfg(cfg)
+        if other.observation_shape != first.observation_shape or other.all_action_names != first.all_action_names:
+            raise ValueError(
+                f"missions {configs[0].label!r} and {cfg.label!r} differ in observation shape or actions; "
+                "one policy cannot be trained on both"
+            )
+    return first
+
+
+class SimBatch:
+    """Slots of simulations over shared buffers; slot i owns rows `rows[i]`."""
+
+    def __init__(self, slot_configs: list[MettaGridConfig]):
+        self.configs = slot_configs
+        counts = [cfg.game.num_agents for cfg in slot_configs]
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        self.rows = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+        self.row_slot = np.repeat(np.arange(len(counts)), counts)
+        n = int(starts[-1])
+        obs_shape = PolicyEnvInterface.from_mg_cfg(slot_configs[0]).observation_shape
+        self.observations = np.zeros((n, *obs_shape), dtype=dtype_observations)
+        self.terminals = np.zeros(n, dtype=dtype_terminals)
+        self.truncations = np.zeros(n, dtype=dtype_truncations)
+        self.rewards = np.zeros(n, dtype=dtype_rewards)
+        self.masks = np.ones(n, dtype=dtype_masks)
+        self.actions = np.zeros(n, dtype=dtype_actions)
+        self._teacher = np.zeros(n, dtype=dtype_actions)
+        self._vibe = np.zeros(n, dtype=dtype_actions)
+        self.sims: list[Simulation | None] = [None] * len(slot_configs)
+        self.seeds = [0] * len(slot_configs)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.actions)
+
+    def start(self, slot: int, seed: int, config: MettaGridConfig | None = None) -> None:
+        """Begin a new episode in `slot` on the map generated from `seed`."""
+        if config is not None:
+            self.configs[slot] = config
+        self.close_slot(slot)
+        r = self.rows[slot]
+        buffers = Buffers(
+            observations=self.observations[r],
+            terminals=self.terminals[r],
+            truncations=self.truncations[r],
+            rewards=self.rewards[r],
+            masks=self.masks[r],
+            actions=self.actions[r],
+            teacher_actions=self._teacher[r],
+            vibe_actions=self._vibe[r],
+        )
+        self.sims[slot] = Simulation(with_map_seed(self.configs[slot], seed), seed=seed, buffers=buffers)
+        self.seeds[slot] = seed
+
+    def step(self, slots: list[int]) -> None:
+        for slot in slots:
+            self.sims[slot].step()
+
+    def is_done(self, slot: int) -> bool:
+        return self.sims[slot].is_done()
+
+    def outcome(self, slot: int) -> EpisodeOutcome:
+        return EpisodeOutcome.from_simulation(self.sims[slot], self.seeds[slot])
+
+    def close_slot(self, slot: int) -> None:
+        if self.sims[slot] is not None:
+            self.sims[slot].close()
+            self.sims[slot] = None
+
+    def close(self) -> None:
+        for slot in range(len(self.sims)):
+            self.close_slot(slot)

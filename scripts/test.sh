@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test suite: installs what it needs, lints, then runs pytest. Fails if pytest collects no tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/bootstrap.sh
+.venv/bin/ruff check .
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests: failing" >&2
+  exit 1
+fi
+exit "$rc"
