@@ -174,9 +174,8 @@ def validate_search_space(space: dict[str, Any]) -> dict[str, SearchDimension]:
     out: dict[str, SearchDimension] = {}
     for name, dim in space.items():
         if name not in HYPERPARAMETERS:
-            raise ValueError(
-                f"search_space.{name}: not a DAFTrainingConfig hyperparameter (allowed: {', '.join(sorted(HYPERPARAMETERS))})"
-            )
+            allowed = ", ".join(sorted(HYPERPARAMETERS))
+            raise ValueError(f"search_space.{name}: not a DAFTrainingConfig hyperparameter (allowed: {allowed})")
         if isinstance(dim, RangeSpec):
             out[name] = dim
         elif isinstance(dim, dict):
@@ -216,7 +215,9 @@ class DAFSweepConfig(DAFConfig):
     objective: Literal["mean", "iqm"] = "mean"
     optimize_direction: Literal["maximize", "minimize"] = "maximize"
     pruner: Literal["median", "hyperband", "none"] = "median"
-    storage: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite under the sweep's output dir")
+    storage: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite under the sweep's output dir"
+    )
     training: dict[str, Any] = Field(default_factory=dict, description="fixed DAFTrainingConfig overrides")
 
     @field_validator("search_space")

@@ -86,6 +86,26 @@ def evaluate(
     check_spec(policy_spec)
     config = get_mission(mission)
     policy = load_policy(policy_spec, env_interface([config]), device=device)
+    result = evaluate_policy(
+        policy, mission, episodes, seed, concurrent_episodes=concurrent_episodes, progress=progress
+    )
+    result.policy_name = policy_name or policy_spec.name
+    result.class_path = policy_spec.class_path
+    result.data_path = policy_spec.data_path
+    return result
+
+
+def evaluate_policy(
+    policy: MultiAgentPolicy,
+    mission: str,
+    episodes: int,
+    seed: int = 42,
+    *,
+    concurrent_episodes: int = 8,
+    progress: ProgressFn | None = None,
+) -> EvaluationResult:
+    """Evaluate an already-loaded policy (e.g. a network mid-training) exactly as `evaluate` does."""
+    config = get_mission(mission)
     seeds = [episode_seed(seed, mission, i) for i in range(episodes)]
     start = time.perf_counter()
     if has_batch_path(policy):
@@ -93,10 +113,11 @@ def evaluate(
     else:
         outcomes = _run_per_agent(policy, config, seeds, progress)
     wall = time.perf_counter() - start
+    cls = type(policy)
     return EvaluationResult(
-        policy_name=policy_name or policy_spec.name,
-        class_path=policy_spec.class_path,
-        data_path=policy_spec.data_path,
+        policy_name=cls.__name__,
+        class_path=f"{cls.__module__}.{cls.__qualname__}",
+        data_path=None,
         mission=mission,
         seed=seed,
         episodes=outcomes,

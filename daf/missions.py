@@ -157,36 +157,63 @@ _LADDER: list[MissionSpec] = [
     MissionSpec(
         "training_facility_1",
         "Open room with many heart sources: walk into a source to get a heart.",
-        num_agents=4, width=11, height=11, max_steps=120, objects={"heart_source": 4},
+        num_agents=4,
+        width=11,
+        height=11,
+        max_steps=120,
+        objects={"heart_source": 4},
     ),
     MissionSpec(
         "training_facility_2",
         "Larger room, fewer sources and scattered walls: find a source, keep using it.",
-        num_agents=4, width=17, height=17, max_steps=200, objects={"heart_source": 3}, walls=20,
+        num_agents=4,
+        width=17,
+        height=17,
+        max_steps=200,
+        objects={"heart_source": 3},
+        walls=20,
     ),
     MissionSpec(
         "assembler_1",
         "Carry ore from an extractor to the assembler, which turns it into a heart.",
-        num_agents=4, width=13, height=13, max_steps=200,
-        objects={"ore_extractor": 2, "assembler": 2}, resources=("ore",),
+        num_agents=4,
+        width=13,
+        height=13,
+        max_steps=200,
+        objects={"ore_extractor": 2, "assembler": 2},
+        resources=("ore",),
     ),
     MissionSpec(
         "assembler_2",
         "Two resource types: the assembler needs one ore and one crystal for each heart.",
-        num_agents=4, width=15, height=15, max_steps=250,
-        objects={"ore_extractor": 2, "crystal_extractor": 2, "assembler": 2}, resources=("ore", "crystal"),
+        num_agents=4,
+        width=15,
+        height=15,
+        max_steps=250,
+        objects={"ore_extractor": 2, "crystal_extractor": 2, "assembler": 2},
+        resources=("ore", "crystal"),
     ),
     MissionSpec(
         "assembly_line_chest",
         "Bigger map, more agents: craft hearts from ore and crystal; only hearts deposited into a chest score.",
-        num_agents=8, width=25, height=25, max_steps=400,
+        num_agents=8,
+        width=25,
+        height=25,
+        max_steps=400,
         objects={"ore_extractor": 3, "crystal_extractor": 3, "assembler": 3, "chest": 2},
-        resources=("ore", "crystal"), chest_scoring=True, walls=40,
+        resources=("ore", "crystal"),
+        chest_scoring=True,
+        walls=40,
     ),
     MissionSpec(
         "sparse_exploration",
         "Exploration: a large map cluttered with walls and only two heart sources.",
-        num_agents=2, width=31, height=31, max_steps=300, objects={"heart_source": 2}, walls=220,
+        num_agents=2,
+        width=31,
+        height=31,
+        max_steps=300,
+        objects={"heart_source": 2},
+        walls=220,
     ),
 ]
 MISSIONS: dict[str, MissionSpec] = {m.name: m for m in _LADDER}
@@ -237,10 +264,9 @@ def load_mission_file(path: str | Path, **overrides: Any) -> MettaGridConfig:
 
 def with_map_seed(cfg: MettaGridConfig, seed: int) -> MettaGridConfig:
     """A copy whose map is generated from `seed`, so every policy meets the same maps."""
-    cfg = cfg.model_copy(deep=True)
-    cfg.game.map_builder.seed = seed
-    return cfg
-
+    # Shallow copies down to the map builder: a deep copy of the whole game costs more than a short episode.
+    map_builder = cfg.game.map_builder.model_copy(update={"seed": seed})
+    return cfg.model_copy(update={"game": cfg.game.model_copy(update={"map_builder": map_builder})})
 
 
 def mission_table_markdown() -> str:

@@ -400,8 +400,7 @@ def _validate_scores(scores: Mapping[str, Mapping[str, Sequence[float]]]) -> tup
         extra = [m for m in per_mission if m not in missions]
         if missing or extra:
             raise ValueError(
-                f"policy {policy!r} does not have the same missions as {first!r}: "
-                f"missing {missing}, unexpected {extra}"
+                f"policy {policy!r} does not have the same missions as {first!r}: missing {missing}, unexpected {extra}"
             )
         for mission in missions:
             values = np.asarray(per_mission[mission], dtype=float)
@@ -498,9 +497,7 @@ def _pair_rows(
         boots.append(boot)
         pi = prob_improvement(x, y)
         lo, hi = _percentile_ci(boot, cfg.confidence_level)
-        rows.append(
-            _row(a, b, m, x.mean(), y.mean(), welch_p(x, y), mwu_p(x, y), hedges_g(x, y), pi, lo, hi)
-        )
+        rows.append(_row(a, b, m, x.mean(), y.mean(), welch_p(x, y), mwu_p(x, y), hedges_g(x, y), pi, lo, hi))
 
     # Aggregate row. Tested quantity = difference of the aggregate scores (mean of per-mission
     # means) via the stratified Welch test; that p-value enters the correction family. P(improvement)
@@ -531,8 +528,17 @@ def _pair_rows(
 
 
 def _row(
-    a: str, b: str, mission: str | None, mean_a: float, mean_b: float, p_welch: float, p_mwu: float,
-    g: float, pi: float, pi_lo: float, pi_hi: float,
+    a: str,
+    b: str,
+    mission: str | None,
+    mean_a: float,
+    mean_b: float,
+    p_welch: float,
+    p_mwu: float,
+    g: float,
+    pi: float,
+    pi_lo: float,
+    pi_hi: float,
 ) -> PairwiseResult:
     return PairwiseResult(
         policy_a=a,
@@ -558,7 +564,7 @@ def _apply_correction(rows: list[PairwiseResult], cfg: StatsConfig) -> None:
     # so no reported "significant" escapes the correction.
     raw = np.array([r.p_welch for r in rows], dtype=float)
     adjusted = holm(raw) if cfg.correction == "holm" else benjamini_hochberg(raw)
-    for r, p in zip(rows, adjusted):
+    for r, p in zip(rows, adjusted, strict=True):
         r.p_corrected = float(p)
         r.significant = bool(p <= cfg.alpha)
 
@@ -592,7 +598,7 @@ def build_leaderboard(result: ComparisonStatistics) -> list[LeaderboardEntry]:
             s = result.aggregate_for(name)
             entries.append(LeaderboardEntry(seen + 1, gi + 1, name, s.mean, s.ci_low, s.ci_high, None, None))
         seen += len(group)
-    for cur, nxt in zip(entries, entries[1:]):
+    for cur, nxt in itertools.pairwise(entries):
         pr = result.pair(cur.policy, nxt.policy)
         cur.significantly_better_than_next = bool(pr.significant and cur.mean > nxt.mean)
         cur.p_corrected_vs_next = pr.p_corrected

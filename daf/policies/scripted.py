@@ -43,7 +43,9 @@ class BaselinePolicy(DAFPolicy):
         super().__init__(policy_env_info, device=device, seed=seed)
         layout = self.layout
         self._type_of = layout.type_names
-        self._resources = sorted(n.removesuffix("_extractor") for n in self._type_of.values() if n.endswith("_extractor"))
+        self._resources = sorted(
+            n.removesuffix("_extractor") for n in self._type_of.values() if n.endswith("_extractor")
+        )
         self._has_chest = "chest" in self._type_of.values()
         self._move_names = [m for m in MOVES if m in layout.action_names]
         self._move_ids = np.array([layout.action_index(m) for m in self._move_names])
@@ -88,7 +90,10 @@ class BaselinePolicy(DAFPolicy):
             res: int(obs[at_self & (obs[:, 1] == fid), 2].sum()) for res, fid in layout.inventory_features.items()
         }
         is_tag = spatial & (obs[:, 1] == layout.tag_feature) & ~at_self
-        objects = [(int(rr), int(cc_), self._type_of.get(int(v), "")) for rr, cc_, v in zip(r[is_tag], c[is_tag], obs[is_tag, 2])]
+        objects = [
+            (int(rr), int(cc_), self._type_of.get(int(v), ""))
+            for rr, cc_, v in zip(r[is_tag], c[is_tag], obs[is_tag, 2])
+        ]
         occupied = {(rr - cr, cc_ - cc) for rr, cc_, _ in objects}
         free = [k for k, (dr, dc) in enumerate(self._move_deltas) if (dr, dc) not in occupied]
 

@@ -37,7 +37,9 @@ class ObsLayout:
     @classmethod
     def from_env(cls, pei: PolicyEnvInterface) -> ObsLayout:
         by_name = {f.name: f.id for f in pei.obs_features}
-        types = {tid: name.removeprefix("type:") for tid, name in pei.tag_id_to_name.items() if name.startswith("type:")}
+        types = {
+            tid: name.removeprefix("type:") for tid, name in pei.tag_id_to_name.items() if name.startswith("type:")
+        }
         inventory = {name[4:]: fid for name, fid in by_name.items() if name.startswith("inv:") and name.count(":") == 1}
         return cls(
             num_tokens=pei.observation_shape[0],

@@ -99,8 +99,20 @@ def render_html(statistics: ComparisonStatistics | dict, metadata: dict, title: 
 # Markdown
 # ---------------------------------------------------------------------------
 
-_MD_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": r"\|", "`": r"\`", "*": r"\*", "_": r"\_",
-               "[": r"\[", "]": r"\]", "\\": "\\\\", "\n": " ", "\r": " "}
+_MD_ESCAPES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "|": r"\|",
+    "`": r"\`",
+    "*": r"\*",
+    "_": r"\_",
+    "[": r"\[",
+    "]": r"\]",
+    "\\": "\\\\",
+    "\n": " ",
+    "\r": " ",
+}
 
 
 def md_escape(text: Any) -> str:
@@ -124,7 +136,9 @@ def render_markdown_summary(statistics: ComparisonStatistics | dict) -> str:
         nxt = {None: "—", True: f"yes (p_adj {fmt_p(e.p_corrected_vs_next)})"}.get(
             e.significantly_better_than_next, f"no (p_adj {fmt_p(e.p_corrected_vs_next)})"
         )
-        lines.append(f"| {e.rank} | {md_escape(e.policy)} | {fmt_num(e.mean)} | {fmt_ci(e.ci_low, e.ci_high)} | {nxt} |")
+        lines.append(
+            f"| {e.rank} | {md_escape(e.policy)} | {fmt_num(e.mean)} | {fmt_ci(e.ci_low, e.ci_high)} | {nxt} |"
+        )
 
     lines += ["", "## Significant differences", ""]
     sig = [p for p in stats.pairwise if p.significant]

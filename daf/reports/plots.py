@@ -64,7 +64,7 @@ def mission_means_png(stats: ComparisonStatistics) -> str:
 def distributions_png(stats: ComparisonStatistics) -> str:
     """Box plots of per-episode rewards, one panel per mission."""
     fig, axes = _grid(len(stats.missions))
-    for ax, mission in zip(axes, stats.missions):
+    for ax, mission in zip(axes, stats.missions, strict=True):
         data = [stats.scores[p][mission] for p in stats.policies]
         ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(stats.policies) + 1), [_label(p) for p in stats.policies], rotation=20, ha="right")
@@ -78,7 +78,7 @@ def distributions_png(stats: ComparisonStatistics) -> str:
 def performance_profiles_png(stats: ComparisonStatistics) -> str:
     """Fraction of episodes with score > tau as a function of tau, one panel per mission."""
     fig, axes = _grid(len(stats.missions))
-    for ax, mission in zip(axes, stats.missions):
+    for ax, mission in zip(axes, stats.missions, strict=True):
         all_scores = np.concatenate([np.asarray(stats.scores[p][mission], float) for p in stats.policies])
         lo, hi = float(all_scores.min()), float(all_scores.max())
         pad = 0.05 * (hi - lo) if hi > lo else 1.0
@@ -113,7 +113,9 @@ def improvement_matrix_png(stats: ComparisonStatistics) -> str:
     ax.set_yticks(range(n), labels)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, "—" if i == j else f"{mat[i, j]:.2f}", ha="center", va="center", fontsize="small")
+            color = "white" if abs(mat[i, j] - 0.5) > 0.3 else "black"  # readable on dark cells
+            text = "—" if i == j else f"{mat[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize="small", color=color)
     ax.set_title("P(row > column), averaged over missions")
     fig.colorbar(im, ax=ax)
     return _to_base64(fig)

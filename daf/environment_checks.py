@@ -1,0 +1,168 @@
+"""Checks that a machine can run DAF: Python, packages, device, missions, policies, disk."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+OK, WARNING, ERROR = "ok", "warning", "error"
+
+REQUIRED_PACKAGES = {
+    "mettagrid": "0.26.22",
+    "torch": "2.13.0",
+    "prefect": "3.8.8",
+    "numpy": None,
+    "scipy": None,
+    "pydantic": None,
+    "optuna": None,
+    "jinja2": None,
+    "matplotlib": None,
+    "yaml": None,
+}
+_DIST_NAMES = {"yaml": "pyyaml"}
+MIN_FREE_DISK_GB = 1.0
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: str
+    message: str
+
+
+@dataclass
+class EnvironmentReport:
+    checks: list[CheckResult] = field(default_factory=list)
+
+    def add(self, name: str, status: str, message: str) -> None:
+        self.checks.append(CheckResult(name, status, message))
+
+    def is_healthy(self) -> bool:
+        return not self.errors
+
+    @property
+    def errors(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status == ERROR]
+
+    @property
+    def warnings(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status == WARNING]
+
+    def get(self, name: str) -> CheckResult:
+        return next(c for c in self.checks if c.name == name)
+
+    def summary(self) -> str:
+        return "\n".join(f"[{c.status:7}] {c.name}: {c.message}" for c in self.checks)
+
+
+def _check_python(report: EnvironmentReport) -> None:
+    v = sys.version_info
+    ok = (3, 11) <= (v.major, v.minor) < (3, 13)
+    report.add("python", OK if ok else ERROR, f"{v.major}.{v.minor}.{v.micro}" + ("" if ok else " (need >=3.11,<3.13)"))
+
+
+def _check_packages(report: EnvironmentReport) -> None:
+    for module, pinned in REQUIRED_PACKAGES.items():
+        dist = _DIST_NAMES.get(module, module)
+        try:
+            importlib.import_module(module)
+            installed = version(dist)
+        except (ImportError, PackageNotFoundError) as exc:
+            report.add(f"package:{dist}", ERROR, f"not importable: {exc}")
+            continue
+        if pinned and installed.split("+")[0] != pinned:
+            report.add(f"package:{dist}", WARNING, f"{installed} installed, DAF is tested with {pinned}")
+        else:
+            report.add(f"package:{dist}", OK, installed)
+
+
+def _check_device(report: EnvironmentReport, device: str) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        name = torch.cuda.get_device_name(0)
+        report.add("device", OK, f"CUDA: {name}, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
+    elif device == "cuda":
+        report.add("device", ERROR, "device 'cuda' requested but torch sees no CUDA GPU")
+    else:
+        report.add("device", OK, f"CPU ({torch.get_num_threads()} torch threads); no CUDA GPU")
+
+
+def _check_missions(report: EnvironmentReport, missions: list[str]) -> None:
+    from mettagrid.simulator.simulator import Simulation
+
+    from daf.missions import get_mission
+
+    for name in missions:
+        try:
+            sim = Simulation(get_mission(name), seed=0)
+            sim.step()
+            sim.close()
+            report.add(f"mission:{name}", OK, "builds and steps")
+        except Exception as exc:  # report every failure mode of a user's mission as a check result
+            report.add(f"mission:{name}", ERROR, str(exc).splitlines()[0])
+
+
+def _check_policies(report: EnvironmentReport, class_paths: list[str]) -> None:
+    from daf.policies.registry import load_policy_class
+
+    for path in class_paths:
+        try:
+            cls = load_policy_class(path)
+            report.add(f"policy:{path}", OK, f"{cls.__module__}.{cls.__qualname__}")
+        except Exception as exc:  # importing user code can raise anything
+            report.add(f"policy:{path}", ERROR, str(exc))
+
+
+def _check_output_dir(report: EnvironmentReport, output_dir: str) -> None:
+    path = Path(output_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+        report.add("output_dir", OK, f"{path.resolve()} is writable")
+    except OSError as exc:
+        report.add("output_dir", ERROR, f"{path} is not writable: {exc}")
+        return
+    free_gb = shutil.disk_usage(path).free / 2**30
+    status = OK if free_gb >= MIN_FREE_DISK_GB else WARNING
+    report.add("disk", status, f"{free_gb:.1f} GiB free under {path}")
+
+
+def _check_prefect(report: EnvironmentReport) -> None:
+    try:
+        import prefect
+
+        report.add("prefect", OK, prefect.__version__)
+    except ImportError as exc:
+        report.add("prefect", ERROR, f"not importable: {exc}")
+
+
+def daf_check_dependencies(policy_class_paths: list[str] | None = None) -> EnvironmentReport:
+    """Python, required packages, and that each policy class path imports as a MultiAgentPolicy."""
+    report = EnvironmentReport()
+    _check_python(report)
+    _check_packages(report)
+    _check_prefect(report)
+    _check_policies(report, policy_class_paths or [])
+    return report
+
+
+def daf_check_environment(
+    missions: list[str] | None = None,
+    policy_class_paths: list[str] | None = None,
+    output_dir: str = "daf_output",
+    device: str = "auto",
+) -> EnvironmentReport:
+    """Everything DAF needs on this machine; `missions` are built and stepped once each."""
+    report = daf_check_dependencies(policy_class_paths)
+    _check_device(report, device)
+    _check_missions(report, missions or [])
+    _check_output_dir(report, output_dir)
+    return report

@@ -1,0 +1,98 @@
+"""Run directories and checkpoints: `<checkpoint_dir>/<run_id>/checkpoints/step_<N>/`.
+
+A checkpoint directory is assembled under a temporary name and renamed into place, so a directory named
+`step_<N>` is always complete; anything else (a `.tmp` left by a crash) is ignored and cleaned up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from daf.policies.neural import CheckpointError, NeuralPolicy
+from daf.results import atomic_write_text
+
+WEIGHTS_FILE = "policy.pt"
+TRAINER_STATE_FILE = "trainer_state.pt"
+SPEC_FILE = "policy_spec.json"
+CONFIG_FILE = "config.json"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    step: int
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / SPEC_FILE
+
+
+def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [Checkpoint(p, int(m.group(1))) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return sorted(found, key=lambda c: c.step)
+
+
+def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    policy: NeuralPolicy,
+    class_path: str,
+    trainer_state: dict[str, Any],
+    config: dict[str, Any],
+    keep: int,
+) -> Checkpoint:
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step_{step}.", suffix=".tmp"))
+    try:
+        policy.save_policy_data(str(tmp / WEIGHTS_FILE))
+        torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
+        spec = {"class_path": class_path, "data_path": WEIGHTS_FILE, "init_kwargs": {"hidden_size": policy.hidden_size}}
+        (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        final = root / f"step_{step:010d}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old.path, ignore_errors=True)
+    for stale in root.glob(".step_*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return Checkpoint(final, step)
+
+
+def load_trainer_state(checkpoint: Checkpoint) -> dict[str, Any]:
+    path = checkpoint.path / TRAINER_STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged file must fail with its name, not a pickle traceback
+        raise CheckpointError(f"trainer state {path} cannot be loaded: {exc}") from None
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2))

@@ -1,0 +1,46 @@
+"""Learning curves from a run's metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_learning_curve(metrics: list[dict], out: Path, title: str) -> Path:
+    """Episode reward and losses against agent-steps, written atomically as a PNG."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    steps = [m["step"] for m in metrics]
+    series = [
+        ("mean episode reward", "episode_reward"),
+        ("value loss", "value_loss"),
+        ("entropy", "entropy"),
+    ]
+    for ax, (label, key) in zip(axes, series):
+        pts = [(s, m[key]) for s, m in zip(steps, metrics) if m.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", linewidth=1)
+        ax.set_title(label)
+        ax.set_xlabel("agent-steps")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
+    os.close(fd)
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,388 @@
+"""PPO for DAF's trainable policies: one readable path from DAFTrainingConfig to the update (CleanRL style).
+
+Clipped objective, GAE, value clipping, entropy bonus, gradient clipping, learning-rate annealing,
+minibatches and update epochs. Rollouts are cut into sequences of `bptt_horizon` steps; each sequence
+starts from the recurrent state recorded during the rollout (truncated BPTT). Feed-forward networks use
+the same path and ignore the state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mettagrid.policy.policy import PolicySpec
+from torch import nn
+
+from daf.config import DAFTrainingConfig
+from daf.missions import get_mission
+from daf.policies.neural import NeuralPolicy, load_weights
+from daf.policies.registry import PolicyResolutionError, load_policy, resolve_class_path
+from daf.simulation import env_interface
+from daf.training.checkpoints import (
+    CONFIG_FILE,
+    latest_checkpoint,
+    load_trainer_state,
+    save_checkpoint,
+    write_json,
+)
+from daf.training.curves import plot_learning_curve, read_metrics
+from daf.training.vecenv import VecEnv
+
+ProgressFn = Callable[[dict[str, Any]], None]
+# Called after every update with (global_step, policy); may raise StopTraining (e.g. a pruned sweep trial).
+UpdateHook = Callable[[int, NeuralPolicy], None]
+
+
+class StopTraining(Exception):
+    """Raised by an update hook to end a run early; the run keeps its last checkpoint."""
+
+
+class TrainingError(ValueError):
+    """The training request is invalid; raised before any compute starts."""
+
+
+@dataclass
+class TrainingResult:
+    run_id: str
+    run_dir: str
+    final_checkpoint: str  # weights file: PolicySpec(class_path, data_path=final_checkpoint) loads it
+    checkpoint_dir: str  # holds policy_spec.json for mettagrid's loader
+    class_path: str
+    global_step: int
+    resumed_from_step: int
+    wall_time_s: float
+    agent_steps_per_second: float
+    final_mean_reward: float | None  # mean episode reward (sum over agents) of the last update's episodes
+    episodes_finished: int
+    metrics_path: str
+    learning_curve: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' requested but torch sees no CUDA GPU (use device: auto or cpu)")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _make_policy(config: DAFTrainingConfig, env_info, device: torch.device) -> tuple[NeuralPolicy, str]:
+    try:
+        class_path = resolve_class_path(config.policy_class_path)
+        policy = load_policy(
+            PolicySpec(class_path=class_path, init_kwargs={"hidden_size": config.hidden_size, "seed": config.seed}),
+            env_info,
+            device=str(device),
+        )
+    except PolicyResolutionError as exc:
+        raise TrainingError(str(exc)) from None
+    if not isinstance(policy, NeuralPolicy) or not isinstance(policy.network(), nn.Module):
+        raise TrainingError(
+            f"policy {config.policy_class_path!r} is not trainable: it must be a daf.policies.neural.NeuralPolicy "
+            "whose network() returns a torch.nn.Module (see the contract in daf/policies/neural.py)"
+        )
+    return policy, class_path
+
+
+def validate_training_config(config: DAFTrainingConfig) -> None:
+    """Everything that can be checked without compute: missions, policy class, warm-start weights, paths."""
+    for mission in [*config.missions, *config.eval_missions]:
+        get_mission(mission)
+    env_interface([get_mission(m) for m in config.missions])
+    resolve_device(config.device)
+    if config.policy_data_path is not None:
+        load_weights(config.policy_data_path)
+    run_root = Path(config.checkpoint_dir)
+    try:
+        run_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(f"checkpoint_dir {run_root} cannot be created: {exc}") from None
+
+
+def train(
+    config: DAFTrainingConfig, progress: ProgressFn | None = None, on_update: UpdateHook | None = None
+) -> TrainingResult:
+    """Train (or resume) the run `config.run_id` until `num_training_steps` agent-steps."""
+    validate_training_config(config)
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.set_per_process_memory_fraction(config.gpu_memory_fraction)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+
+    run_id = config.run_id or f"{config.policy_class_path.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:8]}"
+    run_dir = Path(config.checkpoint_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = run_dir / "metrics.jsonl"
+
+    envs = VecEnv(config.missions, config.num_envs, config.seed)
+    policy, class_path = _make_policy(config, envs.env_info, device)
+    net = policy.network()
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=1e-5, foreach=True)
+
+    # --- resume from the last complete checkpoint, or warm-start from given weights
+    start_step, update = 0, 0
+    resume = latest_checkpoint(run_dir)
+    if resume is not None:
+        policy.load_policy_data(str(resume.weights))
+        state = load_trainer_state(resume)
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start_step, update = int(state["global_step"]), int(state["update"])
+        _truncate_metrics(metrics_path, start_step)
+    else:
+        metrics_path.unlink(missing_ok=True)
+        if config.policy_data_path:
+            policy.load_policy_data(config.policy_data_path)
+    write_json(run_dir / CONFIG_FILE, config.model_dump(mode="json"))
+
+    # --- sizes
+    n = envs.num_rows
+    steps = config.num_steps
+    horizon = min(config.bptt_horizon, steps)
+    batch_size = steps * n
+    num_sequences = (steps // horizon) * n
+    minibatch = max(1, num_sequences // config.num_minibatches)
+    total_updates = max(1, math.ceil(config.num_training_steps / batch_size))
+
+    # --- rollout storage
+    obs_buf = torch.zeros((steps, n, *envs.observations.shape[1:]), dtype=torch.uint8, device=device)
+    actions = torch.zeros((steps, n), dtype=torch.long, device=device)
+    logprobs = torch.zeros((steps, n), device=device)
+    rewards = torch.zeros((steps, n), device=device)
+    resets = torch.zeros((steps, n), device=device)
+    values = torch.zeros((steps, n), device=device)
+    recurrent = getattr(net, "recurrent", False)
+    chunk_states = (
+        [torch.zeros((steps // horizon, n, s.shape[-1]), device=device) for s in net.initial_state(1, device)]
+        if recurrent
+        else []
+    )
+
+    next_obs = torch.as_tensor(envs.observations, device=device)
+    next_done = torch.ones(n, device=device)
+    state = net.initial_state(n, device)
+    global_step = start_step
+    next_checkpoint = (start_step // config.checkpoint_interval + 1) * config.checkpoint_interval
+    started = time.perf_counter()
+    episodes_finished = 0
+    last_reward: float | None = None
+    checkpoint = resume
+
+    try:
+        while update < total_updates:
+            update += 1
+            if config.anneal_lr:
+                optimizer.param_groups[0]["lr"] = config.learning_rate * (1.0 - (update - 1) / total_updates)
+
+            # ---- rollout
+            net.eval()
+            with torch.no_grad():
+                for t in range(steps):
+                    obs_buf[t] = next_obs
+                    resets[t] = next_done
+                    if recurrent and t % horizon == 0:
+                        for store, s in zip(chunk_states, state):
+                            store[t // horizon] = s * (1.0 - next_done).unsqueeze(-1)
+                    logits, value, state = net(next_obs[None], state, next_done[None])
+                    dist = torch.distributions.Categorical(logits=logits[0])
+                    action = dist.sample()
+                    actions[t], logprobs[t], values[t] = action, dist.log_prob(action), value[0]
+                    step_rewards = envs.step(action.cpu().numpy())
+                    rewards[t] = torch.as_tensor(step_rewards, device=device)
+                    next_obs = torch.as_tensor(envs.observations, device=device)
+                    next_done = torch.as_tensor(envs.dones, device=device)
+                global_step += batch_size
+
+                # ---- GAE
+                _, next_value, _ = net(next_obs[None], state, next_done[None])
+                advantages = torch.zeros_like(rewards)
+                last_gae = torch.zeros(n, device=device)
+                for t in reversed(range(steps)):
+                    if t == steps - 1:
+                        non_terminal, next_values = 1.0 - next_done, next_value[0]
+                    else:
+                        non_terminal, next_values = 1.0 - resets[t + 1], values[t + 1]
+                    delta = rewards[t] + config.gamma * next_values * non_terminal - values[t]
+                    last_gae = delta + config.gamma * config.gae_lambda * non_terminal * last_gae
+                    advantages[t] = last_gae
+                returns = advantages + values
+
+            # ---- update over sequences of `horizon` steps
+            net.train()
+            stats = _ppo_update(
+                config,
+                net,
+                optimizer,
+                horizon,
+                n,
+                num_sequences,
+                minibatch,
+                obs_buf,
+                actions,
+                logprobs,
+                resets,
+                values,
+                advantages,
+                returns,
+                chunk_states,
+            )
+
+            # ---- metrics, progress, checkpoints
+            finished = envs.pop_finished()
+            episodes_finished += len(finished)
+            if finished:
+                last_reward = float(np.mean([o.total_reward for _, o in finished]))
+            elapsed = time.perf_counter() - started
+            sps = (global_step - start_step) / elapsed if elapsed > 0 else 0.0
+            record = {
+                "step": global_step,
+                "update": update,
+                "sps": sps,
+                "episode_reward": last_reward,
+                "episodes": len(finished),
+                "lr": optimizer.param_groups[0]["lr"],
+                **stats,
+            }
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if progress:
+                progress({**record, "total_steps": total_updates * batch_size})
+            if global_step >= next_checkpoint or update == total_updates:
+                trainer_state = {
+                    "optimizer": optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "global_step": global_step,
+                    "update": update,
+                }
+                checkpoint = save_checkpoint(
+                    run_dir,
+                    global_step,
+                    policy,
+                    class_path,
+                    trainer_state,
+                    config.model_dump(mode="json"),
+                    config.max_checkpoints_to_keep,
+                )
+                plot_learning_curve(read_metrics(metrics_path), run_dir / "learning_curve.png", f"{run_id}")
+                next_checkpoint = (global_step // config.checkpoint_interval + 1) * config.checkpoint_interval
+            if on_update is not None:
+                on_update(global_step, policy)
+    finally:
+        envs.close()
+
+    wall = time.perf_counter() - started
+    return TrainingResult(
+        run_id=run_id,
+        run_dir=str(run_dir),
+        final_checkpoint=str(checkpoint.weights),
+        checkpoint_dir=str(checkpoint.path),
+        class_path=class_path,
+        global_step=global_step,
+        resumed_from_step=start_step,
+        wall_time_s=wall,
+        agent_steps_per_second=(global_step - start_step) / wall if wall > 0 else 0.0,
+        final_mean_reward=last_reward,
+        episodes_finished=episodes_finished,
+        metrics_path=str(metrics_path),
+        learning_curve=str(run_dir / "learning_curve.png"),
+    )
+
+
+def _ppo_update(
+    config: DAFTrainingConfig,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    horizon: int,
+    n: int,
+    num_sequences: int,
+    minibatch: int,
+    obs_buf,
+    actions,
+    logprobs,
+    resets,
+    values,
+    advantages,
+    returns,
+    chunk_states,
+) -> dict[str, float]:
+    device = obs_buf.device
+    offsets = torch.arange(horizon, device=device)
+    clipfracs, approx_kl = [], torch.tensor(0.0)
+    pg_loss = v_loss = entropy_loss = torch.tensor(0.0)
+    for _epoch in range(config.update_epochs):
+        order = torch.randperm(num_sequences, device=device)
+        for start in range(0, num_sequences, minibatch):
+            seq = order[start : start + minibatch]
+            chunk, row = seq // n, seq % n
+            t_idx = (chunk[:, None] * horizon + offsets[None, :]).T  # (horizon, M)
+            r_idx = row[None, :].expand_as(t_idx)
+            state = tuple(s[chunk, row] for s in chunk_states) if chunk_states else None
+            # The chunk's stored state already had resets applied; only resets inside the chunk matter.
+            seq_resets = resets[t_idx, r_idx].clone()
+            seq_resets[0] = 0.0
+            logits, new_values, _ = net(obs_buf[t_idx, r_idx], state, seq_resets)
+            dist = torch.distributions.Categorical(logits=logits)
+            new_logprob = dist.log_prob(actions[t_idx, r_idx])
+            entropy = dist.entropy()
+            log_ratio = new_logprob - logprobs[t_idx, r_idx]
+            ratio = log_ratio.exp()
+            with torch.no_grad():
+                approx_kl = ((ratio - 1) - log_ratio).mean()
+                clipfracs.append(((ratio - 1.0).abs() > config.clip_coef).float().mean().item())
+
+            mb_adv = advantages[t_idx, r_idx]
+            if config.norm_adv:
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+            pg_loss = torch.max(
+                -mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - config.clip_coef, 1 + config.clip_coef)
+            ).mean()
+
+            mb_returns, mb_values = returns[t_idx, r_idx], values[t_idx, r_idx]
+            if config.clip_vloss:
+                v_clipped = mb_values + torch.clamp(new_values - mb_values, -config.clip_coef, config.clip_coef)
+                v_loss = 0.5 * torch.max((new_values - mb_returns) ** 2, (v_clipped - mb_returns) ** 2).mean()
+            else:
+                v_loss = 0.5 * ((new_values - mb_returns) ** 2).mean()
+            entropy_loss = entropy.mean()
+            loss = pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss
+
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
+            optimizer.step()
+        if config.target_kl is not None and approx_kl > config.target_kl:
+            break
+
+    y_pred, y_true = values.flatten(), returns.flatten()
+    var_y = torch.var(y_true)
+    explained = float("nan") if var_y == 0 else float(1 - torch.var(y_true - y_pred) / var_y)
+    return {
+        "policy_loss": pg_loss.item(),
+        "value_loss": v_loss.item(),
+        "entropy": entropy_loss.item(),
+        "approx_kl": float(approx_kl),
+        "clipfrac": float(np.mean(clipfracs)) if clipfracs else 0.0,
+        "explained_variance": explained,
+    }
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be produced again)."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))

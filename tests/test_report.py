@@ -1,0 +1,135 @@
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from daf.reports import ReportPaths, render_markdown_summary, write_report
+from daf.stats import compare_scores
+
+EVIL = "<script>alert(1)</script>"
+VOID = {"meta", "img", "br", "hr", "link", "input", "col", "area", "base", "source", "wbr"}
+# Elements whose end tag HTML lets you omit; the template closes them anyway, so we still check them.
+
+
+class StrictParser(HTMLParser):
+    """html.parser plus a tag-balance check (HTMLParser alone accepts almost anything)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.img_srcs: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.img_srcs.append(dict(attrs).get("src", ""))
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"unbalanced </{tag}>, open: {self.stack[-3:]}"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def stats():
+    rng = np.random.default_rng(0)
+    missions = ["mission_alpha", "mission_beta"]
+    means = {"good_policy": 2.0, "ok_policy": 0.5, EVIL: 0.0}
+    scores = {p: {m: rng.normal(mu, 1.0, 15).tolist() for m in missions} for p, mu in means.items()}
+    return compare_scores(scores, n_resamples=100)
+
+
+@pytest.fixture(scope="module")
+def metadata():
+    return {
+        "policies": [{"name": "good_policy", "class_path": "daf.policies.scripted.Greedy", "data_path": None}],
+        "missions": ["mission_alpha", "mission_beta"],
+        "episodes_per_mission": 15,
+        "seed": 0,
+        "versions": {"daf": "0.1.0", "python": "3.11"},
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "note": EVIL,
+    }
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, stats, metadata):
+    out = tmp_path_factory.mktemp("report") / "nested"
+    return write_report(stats, metadata, out, title=f"Report {EVIL}")
+
+
+def test_writes_all_three_files_atomically(report):
+    assert isinstance(report, ReportPaths)
+    assert report.html.name == "report.html" and report.json.name == "report.json"
+    assert report.markdown.name == "summary.md"
+    assert sorted(p.name for p in report.html.parent.iterdir()) == ["report.html", "report.json", "summary.md"]
+
+
+def test_html_parses_and_contains_everything(report, stats):
+    html = report.html.read_text(encoding="utf-8")
+    parser = StrictParser()
+    parser.feed(html)
+    parser.close()
+    assert parser.stack == []
+    text = "".join(parser.text)
+    for name in [*stats.policies, *stats.missions]:
+        assert name in text  # after un-escaping, the names are shown as text
+    assert "good_policy" in html and "mission_beta" in html
+    assert html.count("data:image/png;base64,") >= 4
+    assert sum(src.startswith("data:image/png;base64,") for src in parser.img_srcs) >= 4
+    assert "daf.policies.scripted.Greedy" in html and "2025-01-01T00:00:00+00:00" in html
+    # Self-contained: no external resources.
+    assert "<link" not in html and 'src="http' not in html
+
+
+def test_untrusted_names_are_escaped(report):
+    html = report.html.read_text(encoding="utf-8")
+    md = report.markdown.read_text(encoding="utf-8")
+    assert EVIL not in html
+    assert "&lt;script&gt;" in html
+    assert EVIL not in md
+    assert "&lt;script&gt;" in md
+
+
+def test_report_json_round_trips(report, stats, metadata):
+    with report.json.open(encoding="utf-8") as fh:
+        data = json.load(fh)
+    assert data["metadata"] == metadata
+    assert data["statistics"] == stats.to_dict()
+    assert data["statistics"]["policies"] == stats.policies
+    # A report can be re-rendered from its own JSON.
+    md = render_markdown_summary(data["statistics"])
+    assert md == render_markdown_summary(stats)
+
+
+def test_markdown_summary_lists_leaderboard_and_significant_differences(stats):
+    md = render_markdown_summary(stats)
+    assert "| Rank | Policy |" in md
+    # "_" is escaped so names like _x_ are not rendered as emphasis.
+    assert md.index(r"good\_policy") < md.index(r"ok\_policy")  # leaderboard order
+    assert "## Significant differences" in md
+    assert r"**good\_policy** > **&lt;script&gt;alert(1)&lt;/script&gt;** (aggregate)" in md
+
+
+def test_markdown_escapes_table_breaking_names():
+    res = compare_scores({"a|b": {"m": [1.0, 2.0]}, "c": {"m": [1.0, 2.5]}}, n_resamples=10)
+    md = render_markdown_summary(res)
+    assert r"a\|b" in md and "a|b" not in md.replace(r"a\|b", "")
+
+
+def test_accepts_dict_minimal_metadata_and_single_policy(tmp_path):
+    res = compare_scores({"solo $x$": {"m": [0.0, 0.0, 0.0]}}, n_resamples=10)
+    paths = write_report(res.to_dict(), {}, tmp_path)
+    html = paths.html.read_text(encoding="utf-8")
+    StrictParser().feed(html)
+    assert "solo $x$" in html and "all zero" in html
+    assert html.count("data:image/png;base64,") >= 3
+    # Rewriting over an existing report replaces it cleanly.
+    write_report(res, {"seed": 3}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json", "summary.md"]
+    assert json.loads(paths.json.read_text())["metadata"] == {"seed": 3}
