@@ -95,3 +95,10 @@ def _init_params(cls: type) -> set[str]:
 
 def list_policies() -> dict[str, str]:
     return dict(DAF_POLICIES)
+
+
+def is_trainable(name: str) -> bool:
+    """Whether DAF's trainer can train this policy class (a NeuralPolicy with a network)."""
+    from daf.policies.neural import NeuralPolicy
+
+    return issubclass(load_policy_class(name), NeuralPolicy)

@@ -1,0 +1,168 @@
+"""The seed's public API: four orchestrators, each running a Prefect flow and returning a PipelineResult.
+
+They never raise for a stage failure; invalid arguments give a failed result whose error names the argument.
+Without PREFECT_API_URL, Prefect starts its embedded (ephemeral) server on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from daf.config import (
+    ConfigError,
+    DAFBenchmarkConfig,
+    DAFComparisonConfig,
+    DAFConfig,
+    DAFSweepConfig,
+    DAFTrainingConfig,
+    format_validation_error,
+)
+from daf.results import FAILED, PipelineResult
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Cold starts of the embedded server on a 2-core machine come close to Prefect's 20 s default.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+
+
+def _invalid(pipeline: str, message: str) -> PipelineResult:
+    return PipelineResult(
+        pipeline_name=pipeline,
+        status=FAILED,
+        stages_failed=["environment_validation"],
+        errors=[f"environment_validation: invalid arguments: {message}"],
+        timestamp=datetime.now(),
+    )
+
+
+def _build(model: type, pipeline: str, config: DAFConfig | None, arguments: dict[str, Any]):
+    """A validated pipeline config from a base config and keyword arguments (None means 'not given')."""
+    base: dict[str, Any] = {}
+    if isinstance(config, model):
+        base = config.model_dump()
+    elif isinstance(config, DAFConfig):
+        base = config.resources()
+    elif config is not None:
+        raise ConfigError(f"config: expected {model.__name__} or DAFConfig, got {type(config).__name__}")
+    given = {k: v for k, v in arguments.items() if v is not None}
+    try:
+        return model.model_validate({**base, **given})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "argument", model)) from None
+
+
+def _run(flow_fn, pipeline: str, cfg: DAFConfig, *args: Any) -> PipelineResult:
+    from flows.common import task_runner_for
+
+    started = time.perf_counter()
+    state = flow_fn.with_options(task_runner=task_runner_for(cfg))(cfg, *args, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, PipelineResult):
+        return result
+    # The flow itself crashed outside any stage (e.g. the engine lost its server).
+    return PipelineResult(
+        pipeline_name=pipeline,
+        status=FAILED,
+        stages_failed=["orchestration"],
+        errors=[f"orchestration: {type(result).__name__}: {result}"],
+        total_time_seconds=time.perf_counter() - started,
+    )
+
+
+def daf_run_training_pipeline(
+    policy_class_path: str | None = None,
+    missions: list[str] | None = None,
+    num_training_steps: int | None = None,
+    eval_missions: list[str] | None = None,
+    eval_episodes: int | None = None,
+    config: DAFTrainingConfig | DAFConfig | None = None,
+    **overrides: Any,
+) -> PipelineResult:
+    """Environment validation -> training -> checkpoint saving -> (optional) evaluation."""
+    args = dict(policy_class_path=policy_class_path, missions=missions, num_training_steps=num_training_steps,
+                eval_missions=eval_missions, eval_episodes=eval_episodes, **overrides)
+    try:
+        cfg = _build(DAFTrainingConfig, "training", config, args)
+    except ConfigError as exc:
+        return _invalid("training", str(exc))
+    from flows.training import training_flow
+
+    return _run(training_flow, "training", cfg)
+
+
+def daf_run_sweep_pipeline(
+    config: DAFSweepConfig | DAFConfig | None = None,
+    compare_best: bool = False,
+    comparison_episodes: int = 10,
+    parallel_stages: bool = False,
+    **overrides: Any,
+) -> PipelineResult:
+    """Environment validation -> sweep execution -> best config extraction -> (optional) comparison."""
+    if not isinstance(config, DAFSweepConfig) and "search_space" not in overrides:
+        got = type(config).__name__ if config is not None else "nothing"
+        return _invalid("sweep", f"config: a sweep needs a DAFSweepConfig with a search_space (got {got})")
+    try:
+        cfg = _build(DAFSweepConfig, "sweep", config, overrides)
+        if comparison_episodes < 1:
+            raise ConfigError(f"comparison_episodes: must be >= 1, got {comparison_episodes}")
+    except ConfigError as exc:
+        return _invalid("sweep", str(exc))
+    from flows.sweep import sweep_flow
+
+    return _run(sweep_flow, "sweep", cfg, compare_best, comparison_episodes, parallel_stages)
+
+
+def daf_run_comparison_pipeline(
+    policies: list[Any] | None = None,
+    missions: list[str] | None = None,
+    episodes_per_mission: int | None = None,
+    parallel_evaluation: bool | None = None,
+    config: DAFComparisonConfig | DAFConfig | None = None,
+    **overrides: Any,
+) -> PipelineResult:
+    """Environment validation -> policy comparison -> statistical significance testing -> report generation."""
+    from daf.comparison import as_entry
+
+    try:
+        entries = [as_entry(p) for p in policies] if policies is not None else None
+    except (ValidationError, ValueError) as exc:
+        return _invalid("comparison", f"policies: {exc}")
+    args = dict(policies=entries, missions=missions, episodes_per_mission=episodes_per_mission,
+                parallel_evaluation=parallel_evaluation, **overrides)
+    try:
+        cfg = _build(DAFComparisonConfig, "comparison", config, args)
+    except ConfigError as exc:
+        return _invalid("comparison", str(exc))
+    from flows.comparison import comparison_flow
+
+    return _run(comparison_flow, "comparison", cfg)
+
+
+def daf_run_benchmark_pipeline(
+    policies: list[Any] | None = None,
+    missions: list[str] | None = None,
+    episodes_per_mission: int | None = None,
+    create_deployment_package: bool | None = None,
+    config: DAFBenchmarkConfig | DAFConfig | None = None,
+    **overrides: Any,
+) -> PipelineResult:
+    """Validation -> training (if no checkpoint) -> evaluation -> comparison with baselines -> deployment package."""
+    from daf.comparison import as_entry
+
+    try:
+        entries = [as_entry(p) for p in policies] if policies is not None else None
+    except (ValidationError, ValueError) as exc:
+        return _invalid("benchmark", f"policies: {exc}")
+    args = dict(policies=entries, missions=missions, episodes_per_mission=episodes_per_mission,
+                create_deployment_package=create_deployment_package, **overrides)
+    try:
+        cfg = _build(DAFBenchmarkConfig, "benchmark", config, args)
+    except ConfigError as exc:
+        return _invalid("benchmark", str(exc))
+    from flows.benchmark import benchmark_flow
+
+    return _run(benchmark_flow, "benchmark", cfg)

@@ -1,0 +1,38 @@
+"""Comparison pipeline: environment validation -> policy comparison -> statistical testing -> report."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.states import State
+
+from daf.comparison import display_names
+from daf.config import DAFComparisonConfig
+from flows.common import Pipeline, run_pipeline
+from flows.stages import compare_and_report, evaluate_all, evaluation_summary
+from tasks.environment import check_environment_task
+
+
+@flow(name="comparison", log_prints=True)
+def comparison_flow(config: DAFComparisonConfig) -> State:
+    """Evaluate every policy on every mission on its own, then compare them with corrected tests."""
+
+    def body(p: Pipeline) -> None:
+        names = p.stage("environment_validation", _validate, config)
+        evaluations = p.stage(
+            "policy_comparison", evaluate_all, config.policies, names, config.missions,
+            config.episodes_per_mission, config, config.parallel_evaluation,
+        )
+        p.result.outputs["evaluation_results"] = evaluation_summary(evaluations)
+        compare_and_report(
+            p, evaluations, config.policies, names, config.missions, config.episodes_per_mission, config,
+            alpha=config.alpha, correction=config.correction, title=config.report_title,
+            stats_stage="statistical_testing", report_stage="report_generation", stats_required=True,
+        )
+
+    return run_pipeline("comparison", config, body)
+
+
+def _validate(config: DAFComparisonConfig) -> list[str]:
+    names = display_names(config.policies)
+    check_environment_task(config.missions, [e.class_path for e in config.policies], config.output_dir, config.device)
+    return names

@@ -1,0 +1,93 @@
+"""Stage bodies shared by several flows: evaluating policies on missions, comparing them, reporting."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect.utilities.annotations import quote
+
+from daf.comparison import report_metadata
+from daf.config import DAFConfig, PolicyEntry
+from flows.common import Pipeline
+from tasks.artifacts import publish_leaderboard
+from tasks.common import configured
+from tasks.comparison import report_task, statistics_task
+from tasks.evaluation import evaluate_task
+
+
+def evaluate_all(
+    entries: list[PolicyEntry],
+    names: list[str],
+    missions: list[str],
+    episodes: int,
+    config: DAFConfig,
+    parallel: bool,
+) -> list[dict]:
+    """Every policy on every mission, each on its own; concurrent when `parallel` (bounded by the runner)."""
+    task_ = configured(evaluate_task, config)
+    device = "cpu" if config.device == "cpu" else config.device.replace("auto", "cpu")
+    calls = [(entry, name, mission) for entry, name in zip(entries, names) for mission in missions]
+    if parallel:
+        futures = [task_.submit(e, n, m, episodes, config.seed, device) for e, n, m in calls]
+        return [f.result() for f in futures]
+    return [task_(e, n, m, episodes, config.seed, device) for e, n, m in calls]
+
+
+def compare_and_report(
+    pipeline: Pipeline,
+    evaluations: list[dict],
+    entries: list[PolicyEntry],
+    names: list[str],
+    missions: list[str],
+    episodes: int,
+    config: DAFConfig,
+    *,
+    alpha: float,
+    correction: str,
+    title: str,
+    stats_stage: str,
+    report_stage: str,
+    stats_required: bool,
+) -> None:
+    """Statistics, then the report and UI artifacts; outputs go into the pipeline result."""
+    statistics = pipeline.stage(
+        stats_stage, statistics_task, quote(evaluations), alpha, correction, config.seed, required=stats_required
+    )
+    if statistics is None:
+        return
+    outputs = pipeline.result.outputs
+    outputs["statistics"] = statistics
+    outputs["summary_statistics"] = {
+        k: statistics[k] for k in ("aggregate", "per_mission", "leaderboard", "alpha", "correction")
+    }
+    metadata: dict[str, Any] = report_metadata(entries, names, missions, episodes, config.seed)
+    report = pipeline.stage(
+        report_stage, report_task, statistics, metadata, str(pipeline.run_dir / "report"), title, required=False
+    )
+    if report is None:
+        return
+    outputs.update(report_html=report["html"], report_json=report["json"], report_markdown=report["markdown"])
+    try:
+        name = pipeline.result.pipeline_name
+        publish_leaderboard(statistics["leaderboard"], report["markdown_text"], report["html"], name)
+    except Exception as exc:  # the UI being unreachable does not invalidate the report on disk
+        logging.getLogger(__name__).warning("%s: artifacts not published: %s", report_stage, exc)
+
+
+def evaluation_summary(evaluations: list[dict]) -> list[dict]:
+    """Per (policy, mission): mean reward and episodes, without per-episode stats (for outputs/UI)."""
+    out = []
+    for ev in evaluations:
+        rewards = ev["rewards"]
+        out.append(
+            {
+                "policy": ev["policy_name"],
+                "mission": ev["mission"],
+                "episodes": len(rewards),
+                "mean_reward": sum(rewards) / len(rewards),
+                "rewards": rewards,
+                "agent_steps_per_second": ev["agent_steps"] / ev["wall_time_s"] if ev["wall_time_s"] else None,
+            }
+        )
+    return out

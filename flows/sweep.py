@@ -1,0 +1,66 @@
+"""Sweep pipeline: environment validation -> sweep execution -> best config extraction -> (optional) comparison."""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.states import State
+
+from daf.config import DAFSweepConfig, PolicyEntry
+from daf.sweeps import BestConfig
+from flows.common import Pipeline, run_pipeline
+from flows.stages import compare_and_report, evaluate_all, evaluation_summary
+from tasks.environment import check_environment_task
+from tasks.sweeps import sweep_task
+
+TOP_K = 3
+
+
+@flow(name="sweep", log_prints=True)
+def sweep_flow(
+    config: DAFSweepConfig, compare_best: bool = False, comparison_episodes: int = 10, parallel_stages: bool = False
+) -> State:
+    """Search hyperparameters (every trial trains), pick the best, optionally compare the top trials."""
+
+    def body(p: Pipeline) -> None:
+        outputs = p.result.outputs
+        p.stage("environment_validation", check_environment_task, config.missions, [config.policy_class_path],
+                config.output_dir, config.device)
+        # Trials run in parallel (up to max_parallel_jobs) only when parallel stages are asked for.
+        run_cfg = config if parallel_stages else config.model_copy(update={"max_parallel_jobs": 1})
+        sweep = p.stage("sweep_execution", sweep_task, run_cfg)
+        outputs["sweep_results"] = sweep
+        outputs["trials"] = sweep["trials"]
+        best = p.stage("best_config_extraction", _best, sweep)
+        outputs["best_config"] = best
+        outputs["best_checkpoint"] = best.checkpoint
+        if compare_best:
+            entries = _top_entries(sweep, config) + [PolicyEntry(class_path="baseline")]
+            names = [e.name or e.class_path for e in entries]
+            evaluations = p.stage("comparison", evaluate_all, entries, names, config.missions, comparison_episodes,
+                                  config, parallel_stages, required=False)
+            if evaluations is not None:
+                outputs["evaluation_results"] = evaluation_summary(evaluations)
+                compare_and_report(
+                    p, evaluations, entries, names, config.missions, comparison_episodes, config,
+                    alpha=0.05, correction="holm", title=f"Sweep {config.name}: best trials",
+                    stats_stage="statistical_testing", report_stage="report_generation", stats_required=False,
+                )
+
+    return run_pipeline("sweep", config, body)
+
+
+def _best(sweep: dict) -> BestConfig:
+    best = sweep.get("best_config")
+    if not best or not best.get("checkpoint"):
+        raise RuntimeError("no trial completed, so there is no best configuration")
+    return BestConfig(**best)
+
+
+def _top_entries(sweep: dict, config: DAFSweepConfig) -> list[PolicyEntry]:
+    done = [t for t in sweep["trials"] if t["state"] == "COMPLETE" and t.get("checkpoint")]
+    reverse = config.optimize_direction == "maximize"
+    done.sort(key=lambda t: t["value"], reverse=reverse)
+    return [
+        PolicyEntry(class_path=config.policy_class_path, data_path=t["checkpoint"], name=f"trial-{t['number']}")
+        for t in done[:TOP_K]
+    ]

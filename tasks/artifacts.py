@@ -1,0 +1,62 @@
+"""Prefect UI artifacts: results tables, markdown summaries, report links, progress bars."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from daf.results import PipelineResult
+
+
+def _key(text: str) -> str:
+    # Artifact keys allow lowercase letters, digits and dashes only.
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:100] or "daf"
+
+
+def publish_leaderboard(leaderboard: list[dict[str, Any]], markdown: str, report_html: str | None, key: str) -> None:
+    rows = [
+        {
+            "rank": e["rank"],
+            "policy": e["policy"],
+            "mean": round(e["mean"], 3) if e["mean"] is not None else None,
+            "95% CI": f"[{e['ci_low']}, {e['ci_high']}]",
+            "better than next (corrected)": e["significantly_better_than_next"],
+        }
+        for e in leaderboard
+    ]
+    create_table_artifact(rows, key=_key(f"{key}-leaderboard"), description="Aggregate leaderboard")
+    create_markdown_artifact(markdown, key=_key(f"{key}-summary"), description="Comparison summary")
+    if report_html:
+        create_link_artifact(f"file://{report_html}", link_text="HTML report", key=_key(f"{key}-report"))
+
+
+def publish_pipeline_result(result: PipelineResult) -> None:
+    lines = [f"### {result.pipeline_name}: **{result.status}** in {result.total_time_seconds:.1f}s", ""]
+    lines += [f"- completed: `{s}`" for s in result.stages_completed]
+    lines += [f"- failed: `{s}`" for s in result.stages_failed]
+    lines += [f"- error: {e}" for e in result.errors]
+    simple = {k: v for k, v in result.outputs.items() if isinstance(v, str | int | float)}
+    lines += ["", *(f"- {k}: `{v}`" for k, v in simple.items())]
+    create_markdown_artifact("\n".join(lines), key=_key(f"{result.pipeline_name}-result"))
+
+
+class ProgressArtifact:
+    """A Prefect progress bar updated at most every `every` percent."""
+
+    def __init__(self, description: str, every: float = 5.0):
+        self._id = create_progress_artifact(0.0, description=description)
+        self._every = every
+        self._last = 0.0
+
+    def update(self, done: float, total: float) -> None:
+        pct = min(100.0, 100.0 * done / total) if total else 100.0
+        if pct - self._last >= self._every or pct >= 100.0:
+            update_progress_artifact(self._id, pct)
+            self._last = pct

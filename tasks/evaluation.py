@@ -1,0 +1,26 @@
+"""Evaluation of one policy on one mission as a task (the unit of parallel evaluation)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from daf.comparison import to_spec
+from daf.config import PolicyEntry
+from daf.evaluation import evaluate
+from daf.faults import maybe_fail
+from tasks.common import RETRY_OPTIONS, file_digest, make_cache_key, retry_transient
+
+
+def _cache_key(context, parameters) -> str:
+    entry: PolicyEntry = parameters["entry"]
+    payload = {k: v for k, v in parameters.items() if k != "entry"}
+    payload["entry"] = entry.model_dump(mode="json")
+    payload["weights_sha256"] = file_digest(entry.data_path)
+    return make_cache_key(evaluate_task.fn, payload)
+
+
+@task(name="evaluation", cache_key_fn=_cache_key, retry_condition_fn=retry_transient, persist_result=True,
+      tags=["daf"], **RETRY_OPTIONS)
+def evaluate_task(entry: PolicyEntry, name: str, mission: str, episodes: int, seed: int, device: str = "cpu") -> dict:
+    maybe_fail("evaluation")
+    return evaluate(to_spec(entry), mission, episodes, seed, policy_name=name, device=device).to_dict()

@@ -1,0 +1,25 @@
+"""The sweep driver as a task. Its Optuna study is its own cache: a retried or re-run sweep resumes it."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from daf.config import DAFSweepConfig
+from daf.faults import maybe_fail
+from daf.sweeps import run_sweep
+from tasks.artifacts import ProgressArtifact
+from tasks.common import RETRY_OPTIONS, retry_transient
+
+
+@task(name="sweep", retry_condition_fn=retry_transient, tags=["daf"], **RETRY_OPTIONS)
+def sweep_task(config: DAFSweepConfig) -> dict:
+    maybe_fail("sweep")
+    logger = get_run_logger()
+    bar = ProgressArtifact(f"sweep {config.name}: trials", every=0.0)
+
+    def on_trial(record: dict) -> None:
+        bar.update(record.get("completed", 0), record.get("total", 1))
+        logger.info("trial %s %s value=%s (%s/%s)", record.get("number"), record.get("state"), record.get("value"),
+                    record.get("completed"), record.get("total"))
+
+    return run_sweep(config, progress=on_trial).to_dict()

@@ -1,0 +1,58 @@
+"""Training as a task: cached on the validated config and the warm-start weights, retried on transient faults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+
+from daf.config import DAFConfig, DAFTrainingConfig
+from daf.faults import maybe_fail
+from daf.training import train
+from tasks.artifacts import ProgressArtifact
+from tasks.common import RETRY_OPTIONS, configured, file_digest, make_cache_key, retry_transient, uses_gpu
+
+# Fields that change how a run is executed or shown, not what it learns.
+_NOT_IN_KEY = {"progress", "use_cache", "refresh_cache", "cache_expiration_hours", "task_runner", "dask_address",
+               "log_level", "max_parallel_jobs"}
+
+
+def _cache_key(context, parameters) -> str:
+    config: DAFTrainingConfig = parameters["config"]
+    payload = config.model_dump(mode="json", exclude=_NOT_IN_KEY)
+    payload["warm_start_sha256"] = file_digest(config.policy_data_path)
+    return make_cache_key(train_task.fn, payload)
+
+
+@task(name="training", cache_key_fn=_cache_key, retry_condition_fn=retry_transient, persist_result=True,
+      tags=["daf"], **RETRY_OPTIONS)
+def train_task(config: DAFTrainingConfig) -> dict:
+    maybe_fail("training")
+    if config.run_id is None:
+        # Stable within this flow run, so a retried attempt resumes the crashed attempt's checkpoints,
+        # and distinct between flow runs, so concurrent pipelines never share a run directory.
+        salt = (flow_run.get_id() or "local")[:8]
+        config = config.model_copy(update={"run_id": f"{config.policy_class_path.rsplit('.', 1)[-1]}-{salt}"})
+    logger = get_run_logger()
+    bar = ProgressArtifact(f"training {config.policy_class_path} on {', '.join(config.missions)}")
+    last_logged = [0.0]
+
+    def on_progress(record: dict) -> None:
+        bar.update(record["step"], record["total_steps"])
+        if record["step"] - last_logged[0] >= record["total_steps"] / 10 or record["step"] >= record["total_steps"]:
+            last_logged[0] = record["step"]
+            logger.info("step %d/%d  %.0f agent-steps/s  episode reward %s", record["step"], record["total_steps"],
+                        record["sps"], record["episode_reward"])
+
+    result = train(config, progress=on_progress)
+    return result.to_dict()
+
+
+def run_training(config: DAFTrainingConfig, resources: DAFConfig) -> dict:
+    """Train through the cache; a cached result whose checkpoint was deleted is recomputed."""
+    task_ = configured(train_task, resources, gpu=uses_gpu(resources))
+    out = task_(config)
+    if not Path(out["final_checkpoint"]).is_file():
+        out = task_.with_options(refresh_cache=True)(config)
+    return out

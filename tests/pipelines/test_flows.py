@@ -1,0 +1,192 @@
+"""The four pipelines end to end through real Prefect flows: stage mapping, caching, retries, parallelism."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from mettagrid.policy.policy import PolicySpec
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from daf.config import DAFComparisonConfig, DAFTrainingConfig
+from daf.orchestrators import (
+    daf_run_benchmark_pipeline,
+    daf_run_comparison_pipeline,
+    daf_run_training_pipeline,
+)
+from daf.results import PipelineResult
+
+
+def task_runs(result: PipelineResult) -> list:
+    async def read():
+        async with get_client() as client:
+            flt = FlowRunFilter(id=FlowRunFilterId(any_=[result.outputs["flow_run_id"]]))
+            return await client.read_task_runs(flow_run_filter=flt)
+
+    return asyncio.run(read())
+
+
+def small_training(tmp_path: Path, **kw) -> dict:
+    return dict(output_dir=str(tmp_path / "out"), checkpoint_dir=str(tmp_path / "ckpt"), num_envs=4, num_steps=32,
+                bptt_horizon=8, **kw)
+
+
+def test_training_pipeline_success_and_saved_result(tmp_path):
+    result = daf_run_training_pipeline(
+        policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=3000,
+        eval_missions=["training_facility_1"], eval_episodes=2, **small_training(tmp_path),
+    )
+    assert result.status == "success", result.errors
+    assert result.stages_completed == ["environment_validation", "training", "checkpoint_saving", "evaluation"]
+    assert Path(result.outputs["final_checkpoint"]).is_file()
+    assert result.outputs["training"]["global_step"] >= 3000
+    assert len(result.outputs["evaluation_results"]) == 1
+    saved = PipelineResult.from_json(Path(result.outputs["result_path"]).read_text())
+    assert saved.status == "success" and saved.outputs["final_checkpoint"] == result.outputs["final_checkpoint"]
+
+
+def test_optional_stage_failure_is_partial_and_keeps_outputs(tmp_path, faults):
+    faults("evaluation:permanent")
+    result = daf_run_training_pipeline(
+        policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=2000,
+        eval_missions=["training_facility_1"], eval_episodes=2, **small_training(tmp_path),
+    )
+    assert result.status == "partial"
+    assert result.stages_failed == ["evaluation"]
+    assert "PermanentFault" in result.errors[0] and result.errors[0].startswith("evaluation:")
+    assert Path(result.outputs["final_checkpoint"]).is_file()
+
+
+def test_required_stage_failure_is_failed_and_not_retried(tmp_path, faults):
+    faults("training:permanent")
+    result = daf_run_training_pipeline(
+        policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=2000, **small_training(tmp_path)
+    )
+    assert result.status == "failed"
+    assert result.stages_completed == ["environment_validation"]
+    assert result.stages_failed == ["training"]
+    training = [t for t in task_runs(result) if t.name.startswith("training")]
+    assert [t.run_count for t in training] == [1]  # a permanent error is not retried
+
+
+def test_invalid_arguments_give_failed_result_naming_the_argument(tmp_path):
+    result = daf_run_training_pipeline(policy_class_path="mlp", num_training_steps=-5)
+    assert result.status == "failed"
+    assert "num_training_steps" in result.errors[0]
+    result = daf_run_comparison_pipeline(policies=["baseline"], missions=[], episodes_per_mission=2)
+    assert result.status == "failed" and "missions" in result.errors[0]
+    result = daf_run_comparison_pipeline(policies=["baseline"], missions=["nowhere"], episodes_per_mission=2,
+                                         output_dir=str(tmp_path))
+    assert result.status == "failed" and result.stages_failed == ["environment_validation"]
+    assert "unknown mission 'nowhere'" in result.errors[0]
+
+
+def test_transient_evaluation_fault_is_retried_and_pipeline_succeeds(tmp_path, faults):
+    faults("evaluation:transient:1")
+    result = daf_run_comparison_pipeline(
+        policies=[PolicySpec(class_path="baseline"), PolicySpec(class_path="random")],
+        missions=["training_facility_1"], episodes_per_mission=3, output_dir=str(tmp_path), use_cache=False,
+    )
+    assert result.status == "success", result.errors
+    counts = sorted(t.run_count for t in task_runs(result) if t.name.startswith("evaluation"))
+    assert counts == [1, 2]  # exactly one evaluation failed once and succeeded on its retry
+
+
+def test_comparison_outputs_report_and_distinct_names(tmp_path):
+    result = daf_run_comparison_pipeline(
+        policies=[PolicySpec(class_path="baseline"), PolicySpec(class_path="random"), PolicySpec(class_path="random")],
+        missions=["training_facility_1", "assembler_1"], episodes_per_mission=4, output_dir=str(tmp_path),
+    )
+    assert result.is_success(), result.errors
+    assert result.stages_completed == [
+        "environment_validation", "policy_comparison", "statistical_testing", "report_generation"
+    ]
+    board = result.outputs["summary_statistics"]["leaderboard"]
+    assert [row["policy"] for row in board][0] == "baseline"
+    assert {row["policy"] for row in board} == {"baseline", "random", "random#2"}
+    html = Path(result.outputs["report_html"]).read_text()
+    assert "random#2" in html and "assembler_1" in html
+
+
+def _comparison_stats(tmp_path: Path, **kw) -> dict:
+    config = DAFComparisonConfig(
+        policies=[{"class_path": "baseline"}, {"class_path": "random"}, {"class_path": "noop"}],
+        missions=["training_facility_1", "assembler_1"], episodes_per_mission=3, output_dir=str(tmp_path),
+        use_cache=False, **kw,
+    )
+    result = daf_run_comparison_pipeline(config=config)
+    assert result.is_success(), result.errors
+    return result.outputs["statistics"]
+
+
+def test_parallel_threads_and_dask_match_sequential(tmp_path):
+    sequential = _comparison_stats(tmp_path / "seq")
+    threads = _comparison_stats(tmp_path / "threads", parallel_evaluation=True, max_parallel_jobs=2)
+    dask = _comparison_stats(tmp_path / "dask", parallel_evaluation=True, max_parallel_jobs=2, task_runner="dask")
+    assert threads == sequential
+    assert dask == sequential
+
+
+def test_benchmark_resume_after_failed_comparison_uses_cached_training(tmp_path, faults):
+    kwargs = dict(
+        policies=["mlp"], missions=["training_facility_1"], episodes_per_mission=3, create_deployment_package=True,
+        training_steps=20_000, output_dir=str(tmp_path / "out"), checkpoint_dir=str(tmp_path / "ckpt"),
+        training={"num_envs": 8},
+    )
+    faults("comparison:permanent")
+    first = daf_run_benchmark_pipeline(**kwargs)
+    assert first.status == "partial", first.errors
+    assert "comparison" in first.stages_failed
+    assert Path(first.outputs["final_checkpoint"]).is_file()
+    assert Path(first.outputs["deployment_package"]).is_file()  # stages after the failed optional one still ran
+
+    faults("")
+    second = daf_run_benchmark_pipeline(**kwargs)
+    assert second.is_success(), second.errors
+    assert second.outputs["final_checkpoint"] == first.outputs["final_checkpoint"]
+    training = [t for t in task_runs(second) if t.name.startswith("training")]
+    assert [t.state.name for t in training] == ["Cached"]
+    assert second.total_time_seconds < 0.5 * first.total_time_seconds
+    board = [row["policy"] for row in second.outputs["summary_statistics"]["leaderboard"]]
+    assert set(board) == {"mlp", "baseline", "random"}
+
+
+def test_two_pipelines_at_once_share_output_dir_without_overwriting(tmp_path):
+    results: list[PipelineResult] = []
+
+    def run(seed: int) -> None:
+        results.append(daf_run_comparison_pipeline(
+            policies=["baseline", "random"], missions=["training_facility_1"], episodes_per_mission=2,
+            output_dir=str(tmp_path), seed=seed, use_cache=False,
+        ))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.is_success() for r in results), [r.errors for r in results]
+    dirs = {r.outputs["run_dir"] for r in results}
+    assert len(dirs) == 2
+    seeds = {json.loads(Path(r.outputs["report_json"]).read_text())["metadata"]["seed"] for r in results}
+    assert seeds == {1, 2}
+
+
+def test_training_config_object_snippet(tmp_path):
+    # The seed's "custom policy" snippet shape: a DAFTrainingConfig passed as config=.
+    cfg = DAFTrainingConfig(policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=2000,
+                            **small_training(tmp_path))
+    result = daf_run_training_pipeline(config=cfg)
+    assert result.is_success(), result.errors
+    assert result.outputs["session"]["config"]["policy_class_path"] == "mlp"
+
+
+@pytest.mark.parametrize("bad", [{"gpu_memory_fraction": 0.0}, {"max_parallel_jobs": 0}])
+def test_resource_config_rejected(bad, tmp_path):
+    result = daf_run_comparison_pipeline(policies=["baseline"], missions=["training_facility_1"],
+                                         episodes_per_mission=1, output_dir=str(tmp_path), **bad)
+    assert result.status == "failed" and next(iter(bad)) in result.errors[0]
