@@ -120,6 +120,26 @@ def _check_policies(report: EnvironmentReport, class_paths: list[str]) -> None:
             report.add(f"policy:{path}", ERROR, str(exc))
 
 
+def _check_policy_data(report: EnvironmentReport, specs: list[tuple[str, str | None]]) -> None:
+    """Each data file exists and, for DAF's neural policies, loads without executing code."""
+    from daf.policies.neural import NeuralPolicy, load_weights
+    from daf.policies.registry import load_policy_class
+
+    for class_path, data_path in specs:
+        if data_path is None:
+            continue
+        name = f"policy_data:{data_path}"
+        if not Path(data_path).is_file():
+            report.add(name, ERROR, f"data_path {data_path} for policy {class_path!r} does not exist")
+            continue
+        try:
+            if issubclass(load_policy_class(class_path), NeuralPolicy):
+                load_weights(data_path)
+            report.add(name, OK, "present" if not data_path.endswith(".pt") else "loads safely")
+        except Exception as exc:  # a bad class path is reported by the policy check; keep the data message
+            report.add(name, ERROR, str(exc))
+
+
 def _check_output_dir(report: EnvironmentReport, output_dir: str) -> None:
     path = Path(output_dir)
     try:
@@ -159,10 +179,13 @@ def daf_check_environment(
     policy_class_paths: list[str] | None = None,
     output_dir: str = "daf_output",
     device: str = "auto",
+    policy_data: list[tuple[str, str | None]] | None = None,
 ) -> EnvironmentReport:
-    """Everything DAF needs on this machine; `missions` are built and stepped once each."""
+    """Everything DAF needs on this machine; `missions` are built and stepped once each and every
+    (class_path, data_path) in `policy_data` is checked to exist and, for neural policies, to load safely."""
     report = daf_check_dependencies(policy_class_paths)
     _check_device(report, device)
     _check_missions(report, missions or [])
+    _check_policy_data(report, policy_data or [])
     _check_output_dir(report, output_dir)
     return report

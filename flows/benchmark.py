@@ -66,7 +66,10 @@ def benchmark_flow(config: DAFBenchmarkConfig) -> State:
 def _validate(config: DAFBenchmarkConfig, entries: list[PolicyEntry]) -> list[str]:
     names = display_names(entries)
     missions = [*config.missions, *(config.training_missions or [])]
-    check_environment_task(missions, [e.class_path for e in entries], config.output_dir, config.device)
+    check_environment_task(
+        missions, [e.class_path for e in entries], config.output_dir, config.device,
+        [(e.class_path, e.data_path) for e in entries],
+    )
     return names
 
 

@@ -50,9 +50,15 @@ class Pipeline:
         run_id = flow_run.get_id() or uuid.uuid4().hex
         stamp = self.result.timestamp.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(config.output_dir) / "runs" / f"{name}-{stamp}-{run_id[:8]}"
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.result.outputs["run_dir"] = str(self.run_dir)
         self.result.outputs["flow_run_id"] = str(run_id)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.run_dir = None
+            self._record("environment_validation", f"output_dir {config.output_dir} is not writable: {exc}")
+            self.result.status = FAILED
+            return
+        self.result.outputs["run_dir"] = str(self.run_dir)
 
     def stage(self, name: str, fn: Callable[..., T], *args: Any, required: bool = True, **kwargs: Any) -> T | None:
         try:
@@ -63,10 +69,12 @@ class Pipeline:
         self.result.stages_completed.append(name)
         return out
 
-    def fail(self, name: str, exc: BaseException | str, required: bool = True) -> None:
-        message = exc if isinstance(exc, str) else error_message(exc)
+    def _record(self, name: str, message: str) -> None:
         self.result.stages_failed.append(name)
         self.result.errors.append(f"{name}: {message}")
+
+    def fail(self, name: str, exc: BaseException | str, required: bool = True) -> None:
+        self._record(name, exc if isinstance(exc, str) else error_message(exc))
         if required:
             self.result.status = FAILED
             raise StageFailed(name)
@@ -75,9 +83,10 @@ class Pipeline:
 
     def finish(self) -> State:
         self.result.total_time_seconds = time.perf_counter() - self.started
-        path = self.run_dir / "pipeline_result.json"
-        self.result.outputs["result_path"] = str(path)
-        self.result.save(path)
+        if self.run_dir is not None:
+            path = self.run_dir / "pipeline_result.json"
+            self.result.outputs["result_path"] = str(path)
+            self.result.save(path)
         try:
             publish_pipeline_result(self.result)
         except Exception as exc:  # an unreachable UI must not change the pipeline's outcome
@@ -92,10 +101,11 @@ class Pipeline:
 def run_pipeline(name: str, config: DAFConfig, body: Callable[[Pipeline], None]) -> State:
     """Run `body` (which calls `pipeline.stage`) and turn the outcome into the flow's final state."""
     pipeline = Pipeline(name, config)
-    try:
-        body(pipeline)
-    except StageFailed:
-        pass
+    if pipeline.result.status != FAILED:
+        try:
+            body(pipeline)
+        except StageFailed:
+            pass
     return pipeline.finish()
 
 

@@ -34,5 +34,8 @@ def comparison_flow(config: DAFComparisonConfig) -> State:
 
 def _validate(config: DAFComparisonConfig) -> list[str]:
     names = display_names(config.policies)
-    check_environment_task(config.missions, [e.class_path for e in config.policies], config.output_dir, config.device)
+    check_environment_task(
+        config.missions, [e.class_path for e in config.policies], config.output_dir, config.device,
+        [(e.class_path, e.data_path) for e in config.policies],
+    )
     return names

@@ -24,7 +24,7 @@ def sweep_flow(
     def body(p: Pipeline) -> None:
         outputs = p.result.outputs
         p.stage("environment_validation", check_environment_task, config.missions, [config.policy_class_path],
-                config.output_dir, config.device)
+                config.output_dir, config.device, [(config.policy_class_path, config.policy_data_path)])
         # Trials run in parallel (up to max_parallel_jobs) only when parallel stages are asked for.
         run_cfg = config if parallel_stages else config.model_copy(update={"max_parallel_jobs": 1})
         sweep = p.stage("sweep_execution", sweep_task, run_cfg)

@@ -21,6 +21,7 @@ def training_flow(config: DAFTrainingConfig) -> State:
         p.stage(
             "environment_validation", check_environment_task,
             [*config.missions, *config.eval_missions], [config.policy_class_path], config.output_dir, config.device,
+            [(config.policy_class_path, config.policy_data_path)],
         )
         training = p.stage("training", run_training, config, config)
         p.result.outputs["training"] = training

@@ -14,10 +14,16 @@ class EnvironmentCheckError(RuntimeError):
 
 @task(name="environment_validation", tags=["daf"])
 def check_environment_task(
-    missions: list[str], policy_class_paths: list[str], output_dir: str, device: str = "auto"
+    missions: list[str],
+    policy_class_paths: list[str],
+    output_dir: str,
+    device: str = "auto",
+    policy_data: list[tuple[str, str | None]] | None = None,
 ) -> dict:
     maybe_fail("environment_validation")
-    report = daf_check_environment(missions, policy_class_paths, output_dir=output_dir, device=device)
+    report = daf_check_environment(
+        missions, policy_class_paths, output_dir=output_dir, device=device, policy_data=policy_data
+    )
     logger = get_run_logger()
     for check in report.warnings:
         logger.warning("%s: %s", check.name, check.message)

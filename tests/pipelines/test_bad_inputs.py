@@ -1,0 +1,215 @@
+"""A catalogue of bad inputs: each gets one clear message before any compute starts, and nothing runs."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from mettagrid.policy.policy import PolicySpec
+
+from daf.config import ConfigError, DAFSweepConfig, DAFTrainingConfig
+from daf.orchestrators import (
+    daf_run_benchmark_pipeline,
+    daf_run_comparison_pipeline,
+    daf_run_sweep_pipeline,
+    daf_run_training_pipeline,
+)
+from daf.packaging import build_package, validate_package
+
+
+class _Payload:
+    """Unpickling this runs code: it writes the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def _trained_like_checkpoint(tmp: Path) -> Path:
+    from daf.missions import get_mission
+    from daf.policies.neural import LSTMPolicy
+    from daf.simulation import env_interface
+
+    path = tmp / "good.pt"
+    LSTMPolicy(env_interface([get_mission("training_facility_1")])).save_policy_data(str(path))
+    return path
+
+
+def _compare(tmp: Path, policies, missions=("training_facility_1",), **kw):
+    return daf_run_comparison_pipeline(
+        policies=list(policies), missions=list(missions), episodes_per_mission=2, output_dir=str(tmp / "out"), **kw
+    )
+
+
+def _train(tmp: Path, **kw):
+    args = dict(policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=1000,
+                output_dir=str(tmp / "out"), checkpoint_dir=str(tmp / "ckpt"))
+    return daf_run_training_pipeline(**{**args, **kw})
+
+
+def _yaml(tmp: Path, text: str):
+    path = tmp / "sweep.yaml"
+    path.write_text(text)
+    return DAFSweepConfig.from_yaml(path)
+
+
+def _truncated(tmp: Path) -> str:
+    good = _trained_like_checkpoint(tmp).read_bytes()
+    bad = tmp / "truncated.pt"
+    bad.write_bytes(good[: len(good) // 2])
+    return str(bad)
+
+
+def _corrupted(tmp: Path) -> str:
+    bad = tmp / "corrupted.pt"
+    bad.write_bytes(os.urandom(2048))
+    return str(bad)
+
+
+def _pickle_payload(tmp: Path) -> str:
+    bad = tmp / "payload.pt"
+    torch.save({"state_dict": _Payload(tmp / "MARKER")}, bad)
+    return str(bad)
+
+
+def _bundle(tmp: Path) -> Path:
+    return build_package(PolicySpec(class_path="baseline"), tmp / "bundles", name="b")
+
+
+def _tampered(tmp: Path) -> Path:
+    src = _bundle(tmp)
+    out = tmp / "tampered.zip"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "policy_spec.json":
+                data = data.replace(b"BaselinePolicy", b"BaselinePolicy ")
+            zout.writestr(info, data)
+    return out
+
+
+def _zip_slip(tmp: Path) -> Path:
+    out = tmp / "slip.zip"
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("policy_spec.json", '{"class_path": "baseline"}')
+        z.writestr("../evil.txt", "x")
+    return out
+
+
+def _symlinked(tmp: Path) -> Path:
+    out = tmp / "symlink.zip"
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("policy_spec.json", '{"class_path": "baseline"}')
+        info = zipfile.ZipInfo("weights/policy.pt")
+        info.external_attr = (0o120777 << 16)
+        z.writestr(info, "/etc/passwd")
+    return out
+
+
+def _unwritable(tmp: Path) -> str:
+    blocker = tmp / "a-file"
+    blocker.write_text("not a directory")
+    return str(blocker / "out")
+
+
+# (case id, action returning a PipelineResult or raising, expected message fragment)
+CASES: list[tuple[str, Callable[[Path], object], str]] = [
+    ("unknown mission suggests names", lambda t: _compare(t, ["baseline"], ["training_facilty_1"]),
+     "Did you mean: training_facility_1"),
+    ("unknown policy short name", lambda t: _compare(t, ["lstmm"]), "unknown policy 'lstmm'"),
+    ("class path not found", lambda t: _compare(t, ["nopkg.NoPolicy"]), "cannot import module 'nopkg'"),
+    ("class is not a MultiAgentPolicy", lambda t: _compare(t, ["daf.config.DAFConfig"]),
+     "is not a mettagrid.policy.policy.MultiAgentPolicy subclass"),
+    ("missing data_path file", lambda t: _compare(t, [PolicySpec(class_path="lstm", data_path=str(t / "no.pt"))]),
+     "does not exist"),
+    ("truncated checkpoint", lambda t: _compare(t, [PolicySpec(class_path="lstm", data_path=_truncated(t))]),
+     "cannot be loaded safely"),
+    ("corrupted checkpoint", lambda t: _train(t, policy_data_path=_corrupted(t)), "cannot be loaded safely"),
+    ("pickle payload checkpoint", lambda t: _compare(t, [PolicySpec(class_path="lstm", data_path=_pickle_payload(t))]),
+     "cannot be loaded safely"),
+    ("non-trainable policy", lambda t: _train(t, policy_class_path="baseline"), "not trainable"),
+    ("malformed YAML", lambda t: _yaml(t, "search_space: [unclosed\n"), "malformed YAML"),
+    ("unknown YAML key", lambda t: _yaml(t, "search_space: {learning_rate: [0.1]}\nlearning_rat: 3\n"),
+     "learning_rat: unknown key"),
+    ("wrong type", lambda t: _train(t, num_training_steps="many"), "num_training_steps"),
+    ("zero steps", lambda t: _train(t, num_training_steps=0), "num_training_steps: Input should be greater than 0"),
+    ("negative episodes", lambda t: daf_run_comparison_pipeline(
+        policies=["baseline"], missions=["training_facility_1"], episodes_per_mission=-1),
+     "episodes_per_mission: Input should be greater than or equal to 1"),
+    ("empty mission list", lambda t: _compare(t, ["baseline"], []), "missions: List should have at least 1 item"),
+    ("empty search space", lambda t: _yaml(t, "search_space: {}\n"), "search_space is empty"),
+    ("unknown hyperparameter", lambda t: _yaml(t, "search_space: {learning_rat: [0.1]}\n"),
+     "search_space.learning_rat: not a DAFTrainingConfig hyperparameter"),
+    ("invalid range", lambda t: _yaml(t, "strategy: random\nsearch_space: {learning_rate: {low: 1, high: 0}}\n"),
+     "search_space.learning_rate"),
+    ("invalid search value", lambda t: _yaml(t, "search_space: {gamma: [0.9, 2.0]}\n"),
+     "search_space.gamma: value 2.0 is invalid"),
+    ("unknown strategy", lambda t: _yaml(t, "strategy: genetic\nsearch_space: {learning_rate: [0.1]}\n"),
+     "strategy: Input should be 'grid', 'random' or 'bayesian'"),
+    ("gpu_memory_fraction out of range", lambda t: _train(t, gpu_memory_fraction=1.5), "gpu_memory_fraction"),
+    ("CUDA requested without a GPU", lambda t: _train(t, device="cuda"), "device 'cuda' requested but torch sees no"),
+    ("unwritable output directory", lambda t: daf_run_comparison_pipeline(
+        policies=["baseline"], missions=["training_facility_1"], episodes_per_mission=1, output_dir=_unwritable(t)),
+     "is not writable"),
+    ("duplicate policy names", lambda t: _compare(t, [{"class_path": "baseline", "name": "x"},
+                                                       {"class_path": "random", "name": "x"}]),
+     "duplicate policy names: x"),
+    ("sweep without a sweep config", lambda t: daf_run_sweep_pipeline(config=DAFTrainingConfig()),
+     "a sweep needs a DAFSweepConfig"),
+    ("benchmark with unknown policy", lambda t: daf_run_benchmark_pipeline(
+        policies=["nope"], missions=["training_facility_1"], episodes_per_mission=1, output_dir=str(t / "o")),
+     "unknown policy 'nope'"),
+    ("tampered bundle", lambda t: validate_package(_tampered(t)), "policy_spec.json"),
+    ("zip-slip bundle", lambda t: validate_package(_zip_slip(t)), "../evil.txt"),
+    ("symlinked bundle entry", lambda t: validate_package(_symlinked(t)), "symlink"),
+]
+
+
+def _message(outcome: object) -> str:
+    if hasattr(outcome, "errors") and hasattr(outcome, "status"):  # PipelineResult
+        assert outcome.status == "failed", outcome
+        compute = {"training", "evaluation", "policy_comparison", "sweep_execution"}
+        assert not compute & set(outcome.stages_completed), outcome.stages_completed
+        return "\n".join(outcome.errors)
+    assert outcome.ok is False  # a package ValidationReport
+    return "\n".join(outcome.errors)
+
+
+@pytest.mark.parametrize("case,action,expected", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_rejected_with_a_clear_message(case, action, expected, tmp_path):
+    try:
+        outcome = action(tmp_path)
+    except (ConfigError, ValueError) as exc:
+        message = str(exc)
+    else:
+        message = _message(outcome)
+    assert expected in message, message
+    assert "Traceback" not in message
+    assert not (tmp_path / "MARKER").exists(), "a pickle payload was executed"
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_catalogue_is_large_enough():
+    assert len(CASES) >= 25
+
+
+def test_html_in_policy_names_is_escaped_in_the_report(tmp_path):
+    name = "<script>alert(1)</script>"
+    result = _compare(tmp_path, [{"class_path": "baseline", "name": name}, "random"])
+    assert result.is_success(), result.errors
+    html = Path(result.outputs["report_html"]).read_text()
+    assert name not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_pickle_payload_never_executes_anywhere(tmp_path):
+    path = _pickle_payload(tmp_path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+    assert not (tmp_path / "MARKER").exists()
