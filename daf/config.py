@@ -64,7 +64,7 @@ class DAFConfig(_StrictModel):
     """Resources and locations shared by every pipeline."""
 
     output_dir: str = "daf_output"
-    checkpoint_dir: str = "daf_output/checkpoints"
+    checkpoint_dir: str = Field(default="daf_output/checkpoints", description="default: <output_dir>/checkpoints")
     max_checkpoints_to_keep: int = Field(default=3, ge=1)
     max_parallel_jobs: int = Field(default=1, ge=1, le=256)
     gpu_memory_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -76,6 +76,14 @@ class DAFConfig(_StrictModel):
     use_cache: bool = True
     refresh_cache: bool = False
     cache_expiration_hours: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checkpoints_under_output(cls, data: Any) -> Any:
+        # Checkpoints follow output_dir unless placed elsewhere on purpose.
+        if isinstance(data, dict) and "checkpoint_dir" not in data and "output_dir" in data:
+            data = {**data, "checkpoint_dir": f"{data['output_dir']}/checkpoints"}
+        return data
 
     def resources(self) -> dict[str, Any]:
         """The DAFConfig fields of this (possibly derived) config, to carry into another pipeline config."""
@@ -93,7 +101,7 @@ class DAFTrainingConfig(DAFConfig):
     eval_episodes: int = Field(default=10, gt=0)
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     checkpoint_interval: int = Field(default=50_000, gt=0, description="agent-steps between checkpoints")
-    torch_threads: int | None = Field(default=None, ge=1)
+    torch_threads: int | None = Field(default=None, ge=1, description="default: 1 on CPU, torch's choice on GPU")
     progress: bool = True
 
     # PPO hyperparameters

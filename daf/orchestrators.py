@@ -42,10 +42,11 @@ def _invalid(pipeline: str, message: str) -> PipelineResult:
 def _build(model: type, pipeline: str, config: DAFConfig | None, arguments: dict[str, Any]):
     """A validated pipeline config from a base config and keyword arguments (None means 'not given')."""
     base: dict[str, Any] = {}
+    # Only what the caller set: derived defaults (checkpoint_dir from output_dir) are derived again.
     if isinstance(config, model):
-        base = config.model_dump()
+        base = config.model_dump(exclude_unset=True)
     elif isinstance(config, DAFConfig):
-        base = config.resources()
+        base = {k: v for k, v in config.model_dump(exclude_unset=True).items() if k in DAFConfig.model_fields}
     elif config is not None:
         raise ConfigError(f"config: expected {model.__name__} or DAFConfig, got {type(config).__name__}")
     given = {k: v for k, v in arguments.items() if v is not None}

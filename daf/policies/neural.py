@@ -23,7 +23,16 @@ from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 from torch import nn
 
 from daf.policies.base import DAFPolicy
-from daf.policies.tokens import EMPTY_LOCATION, GLOBAL_LOCATION, ObsLayout
+from daf.policies.tokens import (
+    EMPTY_LOCATION,
+    FEATURE_VOCABULARY,
+    GLOBAL_LOCATION,
+    TYPE_VOCABULARY,
+    UNKNOWN_BUCKETS,
+    VOCABULARY_VERSION,
+    ObsLayout,
+    vocabulary_index,
+)
 
 
 class TokenEncoder(nn.Module):
@@ -36,34 +45,59 @@ class TokenEncoder(nn.Module):
 
     def __init__(self, layout: ObsLayout, out_dim: int):
         super().__init__()
-        max_tag_values = max(layout.type_names, default=0) + 1
         self.cells = layout.height * layout.width
         self.width = layout.width
         self.slots = self.cells + 1  # + one slot for global tokens
-        self.num_features = layout.num_features
-        self.tag_feature = layout.tag_feature
-        self.max_tag_values = max_tag_values
-        rows = (layout.num_features + max_tag_values) * self.slots
+        num_features = len(FEATURE_VOCABULARY) + UNKNOWN_BUCKETS
+        num_types = len(TYPE_VOCABULARY) + UNKNOWN_BUCKETS
+        rows = (num_features + num_types) * self.slots
         self.pad = rows
         self.bag = nn.EmbeddingBag(rows + 1, out_dim, mode="sum", padding_idx=rows)
+        # Lookup tables (not saved in checkpoints) that turn a token's bytes into its bag row and weight with a
+        # few gathers instead of a dozen elementwise passes. Key (feature, value) -> feature row offset and
+        # weight; location -> cell slot. Rows are chosen by feature and object-type *names* (see
+        # daf.policies.tokens.FEATURE_VOCABULARY), so a network trained on one mission reads any other.
+        # Invalid tokens (padding location, unknown feature id) get weight 0 and go to the padding row.
+        feature_row = torch.full((256,), -1)
+        for fid, name in layout.feature_names.items():
+            feature_row[fid] = vocabulary_index(name, FEATURE_VOCABULARY)
+        type_row = torch.full((256,), num_features + vocabulary_index("", TYPE_VOCABULARY))
+        for tid, name in layout.type_names.items():
+            type_row[tid] = num_features + vocabulary_index(name, TYPE_VOCABULARY)
+        feature = torch.arange(256).repeat_interleave(256)
+        value = torch.arange(256).repeat(256)
+        is_tag = feature == layout.tag_feature
+        row_feature = torch.where(is_tag, type_row[value], feature_row[feature])
+        valid_feature = feature_row[feature] >= 0
+        feature_offset = torch.where(valid_feature, row_feature * self.slots, torch.zeros_like(feature))
+        # Magnitudes are squashed: inventory counts can reach hundreds. Tags are categorical (weight 1).
+        weight = torch.where(is_tag, torch.ones(()), torch.log1p(value.float()))
+        weight = torch.where(valid_feature, weight, torch.zeros(()))
+        location = torch.arange(256)
+        slot = torch.where(
+            location == GLOBAL_LOCATION, torch.tensor(self.cells), (location >> 4) * self.width + (location & 0x0F)
+        )
+        slot = torch.where(location == EMPTY_LOCATION, torch.zeros_like(slot), slot).clamp(max=self.slots - 1)
+        self.register_buffer("_feature_offset", feature_offset, persistent=False)
+        self.register_buffer("_feature_weight", weight, persistent=False)
+        self.register_buffer("_location_slot", slot, persistent=False)
+        self.register_buffer("_location_ok", (location != EMPTY_LOCATION).float(), persistent=False)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        # mettagrid packs tokens first and pads with 0xFF: drop the all-padding tail of the batch.
-        used = int((obs[..., 0] != EMPTY_LOCATION).sum(-1).max()) if obs.numel() else 0
-        obs = obs[..., : max(used, 1), :]
-        loc = obs[..., 0].long()
-        feat = obs[..., 1].long()
-        val = obs[..., 2].float()
-        is_global = loc == GLOBAL_LOCATION
-        valid = (loc != EMPTY_LOCATION) & (feat < self.num_features)
-        slot = torch.where(is_global, torch.full_like(loc, self.cells), (loc >> 4) * self.width + (loc & 0x0F))
-        is_tag = feat == self.tag_feature
-        row_feature = torch.where(is_tag, self.num_features + val.long().clamp(max=self.max_tag_values - 1), feat)
-        index = torch.where(valid, row_feature * self.slots + slot, torch.full_like(loc, self.pad))
-        # Magnitudes are squashed: inventory counts can reach hundreds.
-        weight = torch.where(is_tag, torch.ones_like(val), torch.log1p(val))
-        flat_index = index.reshape(-1, index.shape[-1])
-        return self.bag(flat_index, per_sample_weights=weight.reshape(flat_index.shape)).reshape(*obs.shape[:-2], -1)
+        lead = obs.shape[:-2]
+        if obs.device.type == "cpu" and obs.numel():
+            # mettagrid packs tokens first and pads with 0xFF: drop the all-padding tail of the batch. (On a GPU
+            # this would cost a device sync per call; padding tokens have weight 0 there, so they are kept.)
+            used = int((obs[..., 0] != EMPTY_LOCATION).sum(-1).max())
+            obs = obs[..., : max(used, 1), :]
+        obs = obs.reshape(-1, obs.shape[-2], 3).long()
+        loc = obs[..., 0]
+        key = obs[..., 1] * 256 + obs[..., 2]
+        index = self._feature_offset[key] + self._location_slot[loc]
+        weight = self._feature_weight[key] * self._location_ok[loc]
+        # Zero-weight tokens go to the padding row, which the bag skips (also in the backward pass).
+        index = index.masked_fill(weight == 0, self.pad)
+        return self.bag(index, per_sample_weights=weight).reshape(*lead, -1)
 
 
 class MLPNet(nn.Module):
@@ -108,6 +142,76 @@ class LSTMNet(nn.Module):
     def forward(self, obs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], resets: torch.Tensor | None = None):
         x = torch.relu(self.encoder(obs))  # (L, B, H): the encoder runs once over the whole sequence
         h, c = state
+        if x.shape[0] == 1:  # one step (acting): the cell directly
+            if resets is not None:
+                keep = (1.0 - resets[0]).unsqueeze(-1)
+                h, c = h * keep, c * keep
+            h, c = self.cell(x[0], (h, c))
+            out = h[None]
+        else:
+            out, (h, c) = self._sequence(x, h, c, resets)
+        return self.actor(out), self.critic(out).squeeze(-1), (h, c)
+
+    def _sequence(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, resets: torch.Tensor | None):
+        """The cell applied over time with state zeroed at resets, as one fused LSTM call (same result).
+
+        Each row's sequence is cut at its resets into pieces: a row's first piece starts from the given state,
+        later ones from zeros. The pieces, left-aligned in a padded (longest, pieces, H) batch, go through the
+        LSTM kernel at once (the weights of `self.cell`; no Python loop over time); outputs at valid positions
+        are exact because the LSTM is causal, and are put back in place.
+        """
+        steps, batch, hidden = x.shape
+        device = x.device
+        if resets is not None:
+            keep = (1.0 - resets[0]).unsqueeze(-1)
+            h, c = h * keep, c * keep
+            starts = resets.T > 0.5  # (B, L): row-major positions q = b * L + t
+            starts[:, 0] = True
+        else:
+            starts = torch.zeros(batch, steps, dtype=torch.bool, device=device)
+            starts[:, 0] = True
+        weights = [self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_ih, self.cell.bias_hh]
+
+        def lstm(inputs: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):
+            # nn.LSTM's kernel (mkldnn on CPU, cuDNN on GPU) with the cell's parameters.
+            return torch._VF.lstm(inputs, (h0[None], c0[None]), weights, True, 1, 0.0, self.training, False, False)
+
+        starts = starts.reshape(-1)
+        piece_start = starts.nonzero().squeeze(1)  # (P,) first position of each piece
+        if len(piece_start) == batch:  # no reset after t=0: one piece per row
+            out, h_n, c_n = lstm(x, h, c)
+            return out, (h_n[0], c_n[0])
+        piece = starts.long().cumsum(0) - 1  # piece of each position
+        lengths = torch.diff(piece_start, append=piece_start.new_full((1,), starts.numel()))
+        offset = torch.arange(starts.numel(), device=device) - piece_start[piece]  # time within its piece
+        lengths_host = lengths.cpu()
+        num_pieces, longest = len(lengths_host), int(lengths_host.max())
+        first = (piece_start % steps == 0).unsqueeze(-1)
+        row_of_piece = piece_start // steps
+        zero = torch.zeros((), device=device)
+        h0 = torch.where(first, h.index_select(0, row_of_piece), zero)
+        c0 = torch.where(first, c.index_select(0, row_of_piece), zero)
+        flat_x = x.transpose(0, 1).reshape(-1, hidden)
+        padded = flat_x.new_zeros((longest, num_pieces, hidden)).index_put((offset, piece), flat_x)
+        out_padded, h_n, c_n = lstm(padded, h0, c0)
+        out = out_padded[offset, piece].view(batch, steps, -1).transpose(0, 1)
+        # Final state per row: that of its last piece. The kernel's final state is taken after `longest` steps,
+        # right only for pieces that long; shorter last pieces (from zero state) are rerun, grouped by length.
+        last_piece = piece.view(batch, steps)[:, -1]
+        h_last, c_last = h_n[0].index_select(0, last_piece), c_n[0].index_select(0, last_piece)
+        last_length = lengths_host[last_piece.cpu()]
+        for length in torch.unique(last_length[last_length < longest]).tolist():
+            rows = torch.nonzero(last_length == length).squeeze(1).to(device)
+            _, h_r, c_r = lstm(
+                x[steps - length :].index_select(1, rows),
+                h.new_zeros(len(rows), hidden),
+                h.new_zeros(len(rows), hidden),
+            )
+            h_last, c_last = h_last.index_copy(0, rows, h_r[0]), c_last.index_copy(0, rows, c_r[0])
+        return out, (h_last, c_last)
+
+    def _sequence_reference(self, x, h, c, resets):
+        """Step-by-step version of `_sequence` (kept for tests)."""
         outputs = []
         for t in range(x.shape[0]):
             if resets is not None:
@@ -115,8 +219,7 @@ class LSTMNet(nn.Module):
                 h, c = h * keep, c * keep
             h, c = self.cell(x[t], (h, c))
             outputs.append(h)
-        out = torch.stack(outputs)
-        return self.actor(out), self.critic(out).squeeze(-1), (h, c)
+        return torch.stack(outputs), (h, c)
 
 
 def _init_heads(actor: nn.Linear, critic: nn.Linear) -> None:
@@ -145,8 +248,14 @@ class NeuralPolicy(DAFPolicy):
         self.hidden_size = hidden_size
         self.greedy = greedy
         self.torch_device = torch.device(device)
-        self.net = self.network_class(self.layout, hidden_size).to(self.torch_device)
+        self.net = self._build_network(hidden_size)
         self._state: Any = None
+
+    def _build_network(self, hidden_size: int) -> nn.Module:
+        # Initial weights come from the policy's seed, so an untrained policy is reproducible too.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return self.network_class(self.layout, hidden_size).to(self.torch_device)
 
     def network(self) -> nn.Module:
         return self.net
@@ -161,6 +270,10 @@ class NeuralPolicy(DAFPolicy):
                 old = self._state[0].shape[0]
                 fresh = tuple(torch.cat([s, f[old:]]) for s, f in zip(self._state, fresh))
             self._state = fresh
+        if len(rows) == self._state[0].shape[0] and rows[0] == 0 and rows[-1] == len(rows) - 1:
+            # Every row in order (the batched path's np.arange): the state itself, no gather/scatter.
+            if np.array_equal(rows, np.arange(len(rows))):
+                return None, self._state
         idx = torch.as_tensor(rows, device=self.torch_device)
         return idx, tuple(s[idx] for s in self._state)
 
@@ -170,7 +283,10 @@ class NeuralPolicy(DAFPolicy):
         if found is not None:
             idx, _ = found
             for s in self._state:
-                s[idx] = 0.0
+                if idx is None:
+                    s.zero_()
+                else:
+                    s[idx] = 0.0
 
     @torch.no_grad()
     def act(self, rows: np.ndarray, observations: np.ndarray) -> np.ndarray:
@@ -179,8 +295,11 @@ class NeuralPolicy(DAFPolicy):
         state = found[1] if found is not None else None
         logits, _, new_state = self.net(obs, state)
         if found is not None:
-            for s, new in zip(self._state, new_state):
-                s[found[0]] = new
+            if found[0] is None:
+                self._state = tuple(new_state)
+            else:
+                for s, new in zip(self._state, new_state):
+                    s[found[0]] = new
         logits = logits[0]
         if self.greedy:
             return logits.argmax(-1).cpu().numpy()
@@ -190,15 +309,21 @@ class NeuralPolicy(DAFPolicy):
         return np.minimum((cdf < u).sum(-1), cdf.shape[-1] - 1)
 
     def save_policy_data(self, policy_data_path: str) -> None:
-        save_weights(self.net, policy_data_path, {"hidden_size": self.hidden_size, "class": type(self).__name__})
+        meta = {"hidden_size": self.hidden_size, "class": type(self).__name__, "vocabulary": VOCABULARY_VERSION}
+        save_weights(self.net, policy_data_path, meta)
 
     def load_policy_data(self, policy_data_path: str) -> None:
         payload = load_weights(policy_data_path)
         meta = payload.get("meta", {})
+        if meta.get("vocabulary") != VOCABULARY_VERSION:
+            raise CheckpointError(
+                f"{policy_data_path}: written with observation vocabulary {meta.get('vocabulary')}, "
+                f"this DAF reads vocabulary {VOCABULARY_VERSION}"
+            )
         hidden = int(meta.get("hidden_size", self.hidden_size))
         if hidden != self.hidden_size:
             self.hidden_size = hidden
-            self.net = self.network_class(self.layout, hidden).to(self.torch_device)
+            self.net = self._build_network(hidden)
             self._state = None
         try:
             self.net.load_state_dict(payload["state_dict"])

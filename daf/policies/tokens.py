@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,7 @@ class ObsLayout:
     width: int
     num_features: int
     tag_feature: int
+    feature_names: dict[int, str]  # feature id -> name ("tag", "inv:heart", ...)
     type_names: dict[int, str]  # tag value -> object type name ("wall", "heart_source", ...)
     inventory_features: dict[str, int]  # resource -> feature id of "inv:<resource>"
     action_names: tuple[str, ...]
@@ -48,6 +50,7 @@ class ObsLayout:
             width=pei.obs_width,
             num_features=max(by_name.values()) + 1,
             tag_feature=by_name["tag"],
+            feature_names={fid: name for name, fid in by_name.items()},
             type_names=types,
             inventory_features=inventory,
             action_names=tuple(pei.all_action_names),
@@ -72,3 +75,27 @@ def agent_observation_array(obs: AgentObservation, num_tokens: int) -> np.ndarra
 def unpack_locations(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row and column of packed location bytes (high nibble row, low nibble column)."""
     return loc >> 4, loc & 0x0F
+
+
+# Networks see features and object types by *name*, so one network serves every mission whatever ids a
+# mission assigns. The lists are append-only: a checkpoint records VOCABULARY_VERSION and is refused by a
+# network built with another. Names not listed share a few hashed buckets (crc32 is stable across runs).
+FEATURE_VOCABULARY: tuple[str, ...] = (
+    "agent:group", "agent_id", "episode_completion_pct", "goal", "last_action", "last_reward", "tag", "vibe",
+    "lp:east", "lp:north", "lp:south", "lp:west",
+    "inv:heart", "inv:heart:p1", "inv:ore", "inv:ore:p1", "inv:crystal", "inv:crystal:p1",
+    "protocol_input:heart", "protocol_input:ore", "protocol_input:crystal",
+    "protocol_output:heart", "protocol_output:ore", "protocol_output:crystal",
+)
+TYPE_VOCABULARY: tuple[str, ...] = (
+    "agent", "wall", "heart_source", "assembler", "chest", "ore_extractor", "crystal_extractor",
+)
+UNKNOWN_BUCKETS = 8
+VOCABULARY_VERSION = 1
+
+
+def vocabulary_index(name: str, vocabulary: tuple[str, ...]) -> int:
+    """Stable index of a name: its place in the vocabulary, else one of UNKNOWN_BUCKETS hashed slots."""
+    if name in vocabulary:
+        return vocabulary.index(name)
+    return len(vocabulary) + zlib.crc32(name.encode()) % UNKNOWN_BUCKETS

@@ -14,9 +14,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The run's per-update records; a line torn by a crash mid-append is skipped, not fatal."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def plot_learning_curve(metrics: list[dict], out: Path, title: str) -> Path:

@@ -25,7 +25,7 @@ from torch import nn
 from daf.config import DAFTrainingConfig
 from daf.missions import get_mission
 from daf.policies.neural import NeuralPolicy, load_weights
-from daf.policies.registry import PolicyResolutionError, load_policy, resolve_class_path
+from daf.policies.registry import PolicyResolutionError, is_trainable, load_policy, resolve_class_path
 from daf.simulation import env_interface
 from daf.training.checkpoints import (
     CONFIG_FILE,
@@ -78,6 +78,16 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _adam_impl(device: torch.device) -> dict[str, bool]:
+    """The fused Adam kernel (one pass over all parameters) where this torch build has it, else foreach."""
+    try:
+        probe = torch.zeros(1, device=device, requires_grad=True)
+        torch.optim.Adam([probe], fused=True)
+        return {"fused": True}
+    except (RuntimeError, ValueError):
+        return {"foreach": True}
+
+
 def _make_policy(config: DAFTrainingConfig, env_info, device: torch.device) -> tuple[NeuralPolicy, str]:
     try:
         class_path = resolve_class_path(config.policy_class_path)
@@ -102,6 +112,15 @@ def validate_training_config(config: DAFTrainingConfig) -> None:
         get_mission(mission)
     env_interface([get_mission(m) for m in config.missions])
     resolve_device(config.device)
+    try:
+        trainable = is_trainable(config.policy_class_path)
+    except PolicyResolutionError as exc:
+        raise TrainingError(str(exc)) from None
+    if not trainable:
+        raise TrainingError(
+            f"policy {config.policy_class_path!r} is not trainable: it must be a daf.policies.neural.NeuralPolicy "
+            "whose network() returns a torch.nn.Module (see the contract in daf/policies/neural.py)"
+        )
     if config.policy_data_path is not None:
         load_weights(config.policy_data_path)
     run_root = Path(config.checkpoint_dir)
@@ -119,8 +138,11 @@ def train(
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.set_per_process_memory_fraction(config.gpu_memory_fraction)
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
+    # One thread on CPU unless asked: on small machines a second torch thread fights the environment
+    # stepping for the same cores (measured 10-30x slowdowns under load, +12% at best when idle).
+    threads = config.torch_threads or (1 if device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
@@ -131,23 +153,25 @@ def train(
 
     envs = VecEnv(config.missions, config.num_envs, config.seed)
     policy, class_path = _make_policy(config, envs.env_info, device)
-    net = policy.network()
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=1e-5, foreach=True)
 
-    # --- resume from the last complete checkpoint, or warm-start from given weights
+    # --- resume from the last complete checkpoint, or warm-start from given weights. Weights load before the
+    # optimizer exists: loading may rebuild the network (another hidden size), and the optimizer must hold it.
     start_step, update = 0, 0
     resume = latest_checkpoint(run_dir)
     if resume is not None:
         policy.load_policy_data(str(resume.weights))
+    else:
+        metrics_path.unlink(missing_ok=True)
+        if config.policy_data_path:
+            policy.load_policy_data(config.policy_data_path)
+    net = policy.network()
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=1e-5, **_adam_impl(device))
+    if resume is not None:
         state = load_trainer_state(resume)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start_step, update = int(state["global_step"]), int(state["update"])
         _truncate_metrics(metrics_path, start_step)
-    else:
-        metrics_path.unlink(missing_ok=True)
-        if config.policy_data_path:
-            policy.load_policy_data(config.policy_data_path)
     write_json(run_dir / CONFIG_FILE, config.model_dump(mode="json"))
 
     # --- sizes
@@ -173,7 +197,14 @@ def train(
         else []
     )
 
-    next_obs = torch.as_tensor(envs.observations, device=device)
+    # Environment buffers seen as tensors without copies (CPU); each step moves the observations to the device
+    # once (into obs_buf), rewards stay on the host until the rollout ends, and the only device->host transfer
+    # per step is the sampled actions.
+    host_obs = torch.from_numpy(envs.observations)
+    host_dones = torch.from_numpy(envs.dones)
+    host_rewards = torch.zeros((steps, n), dtype=torch.float32)
+    if device.type == "cuda":
+        host_rewards = host_rewards.pin_memory()
     next_done = torch.ones(n, device=device)
     state = net.initial_state(n, device)
     global_step = start_step
@@ -193,19 +224,22 @@ def train(
             net.eval()
             with torch.no_grad():
                 for t in range(steps):
-                    obs_buf[t] = next_obs
+                    obs_buf[t].copy_(host_obs, non_blocking=True)
                     resets[t] = next_done
                     if recurrent and t % horizon == 0:
                         for store, s in zip(chunk_states, state):
                             store[t // horizon] = s * (1.0 - next_done).unsqueeze(-1)
-                    logits, value, state = net(next_obs[None], state, next_done[None])
-                    dist = torch.distributions.Categorical(logits=logits[0])
-                    action = dist.sample()
-                    actions[t], logprobs[t], values[t] = action, dist.log_prob(action), value[0]
-                    step_rewards = envs.step(action.cpu().numpy())
-                    rewards[t] = torch.as_tensor(step_rewards, device=device)
-                    next_obs = torch.as_tensor(envs.observations, device=device)
-                    next_done = torch.as_tensor(envs.dones, device=device)
+                    logits, value, state = net(obs_buf[t : t + 1], state, resets[t : t + 1])
+                    # Same sampling as Categorical(logits=...).sample(), without building the distribution.
+                    log_probs = torch.log_softmax(logits[0], -1)
+                    action = torch.multinomial(log_probs.exp(), 1, True)
+                    logprobs[t] = log_probs.gather(-1, action).squeeze(-1)
+                    action = action.squeeze(-1)
+                    actions[t], values[t] = action, value[0]
+                    host_rewards[t] = torch.from_numpy(envs.step(action.cpu().numpy()))
+                    next_done = host_dones.to(device, copy=True, non_blocking=True)
+                next_obs = host_obs.to(device)
+                rewards.copy_(host_rewards, non_blocking=True)
                 global_step += batch_size
 
                 # ---- GAE
@@ -322,37 +356,59 @@ def _ppo_update(
 ) -> dict[str, float]:
     device = obs_buf.device
     offsets = torch.arange(horizon, device=device)
-    clipfracs, approx_kl = [], torch.tensor(0.0)
-    pg_loss = v_loss = entropy_loss = torch.tensor(0.0)
+    # Rollout tensors seen as (steps * n, ...) so a minibatch is gathered with index_select (contiguous row
+    # copies) rather than two-dimensional advanced indexing.
+    flat_obs = obs_buf.reshape(-1, *obs_buf.shape[2:])
+    flat = {
+        "actions": actions.reshape(-1),
+        "logprobs": logprobs.reshape(-1),
+        "resets": resets.reshape(-1),
+        "values": values.reshape(-1),
+        "advantages": advantages.reshape(-1),
+        "returns": returns.reshape(-1),
+    }
+    flat_states = [s.reshape(-1, s.shape[-1]) for s in chunk_states]
+    # Statistics stay on the device until the end (no host sync per minibatch).
+    clipfrac_sum, clipfrac_count = torch.zeros((), device=device), 0
+    approx_kl = torch.zeros((), device=device)
+    pg_loss = v_loss = entropy_loss = torch.zeros((), device=device)
     for _epoch in range(config.update_epochs):
         order = torch.randperm(num_sequences, device=device)
         for start in range(0, num_sequences, minibatch):
             seq = order[start : start + minibatch]
             chunk, row = seq // n, seq % n
             t_idx = (chunk[:, None] * horizon + offsets[None, :]).T  # (horizon, M)
-            r_idx = row[None, :].expand_as(t_idx)
-            state = tuple(s[chunk, row] for s in chunk_states) if chunk_states else None
+            idx = (t_idx * n + row[None, :]).reshape(-1)  # flat (time, row) positions, time-major
+            shape = t_idx.shape
+
+            def gather(name: str, idx=idx, shape=shape) -> torch.Tensor:
+                return flat[name].index_select(0, idx).view(shape)
+
+            # chunk_states[k] is (chunks, n, H): the sequence's (chunk, row) entry is at chunk * n + row == seq.
+            state = tuple(s.index_select(0, seq) for s in flat_states) if flat_states else None
             # The chunk's stored state already had resets applied; only resets inside the chunk matter.
-            seq_resets = resets[t_idx, r_idx].clone()
+            seq_resets = gather("resets")
             seq_resets[0] = 0.0
-            logits, new_values, _ = net(obs_buf[t_idx, r_idx], state, seq_resets)
-            dist = torch.distributions.Categorical(logits=logits)
-            new_logprob = dist.log_prob(actions[t_idx, r_idx])
-            entropy = dist.entropy()
-            log_ratio = new_logprob - logprobs[t_idx, r_idx]
+            mb_obs = flat_obs.index_select(0, idx).view(*shape, *flat_obs.shape[1:])
+            logits, new_values, _ = net(mb_obs, state, seq_resets)
+            log_probs = torch.log_softmax(logits, -1)
+            new_logprob = log_probs.gather(-1, gather("actions").unsqueeze(-1)).squeeze(-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            log_ratio = new_logprob - gather("logprobs")
             ratio = log_ratio.exp()
             with torch.no_grad():
                 approx_kl = ((ratio - 1) - log_ratio).mean()
-                clipfracs.append(((ratio - 1.0).abs() > config.clip_coef).float().mean().item())
+                clipfrac_sum += ((ratio - 1.0).abs() > config.clip_coef).float().mean()
+                clipfrac_count += 1
 
-            mb_adv = advantages[t_idx, r_idx]
+            mb_adv = gather("advantages")
             if config.norm_adv:
                 mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
             pg_loss = torch.max(
                 -mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - config.clip_coef, 1 + config.clip_coef)
             ).mean()
 
-            mb_returns, mb_values = returns[t_idx, r_idx], values[t_idx, r_idx]
+            mb_returns, mb_values = gather("returns"), gather("values")
             if config.clip_vloss:
                 v_clipped = mb_values + torch.clamp(new_values - mb_values, -config.clip_coef, config.clip_coef)
                 v_loss = 0.5 * torch.max((new_values - mb_returns) ** 2, (v_clipped - mb_returns) ** 2).mean()
@@ -376,13 +432,12 @@ def _ppo_update(
         "value_loss": v_loss.item(),
         "entropy": entropy_loss.item(),
         "approx_kl": float(approx_kl),
-        "clipfrac": float(np.mean(clipfracs)) if clipfracs else 0.0,
+        "clipfrac": float(clipfrac_sum) / clipfrac_count if clipfrac_count else 0.0,
         "explained_variance": explained,
     }
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be produced again)."""
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+    kept = [record for record in read_metrics(path) if record["step"] <= step]
+    path.write_text("".join(json.dumps(record) + "\n" for record in kept))

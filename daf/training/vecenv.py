@@ -21,6 +21,7 @@ class VecEnv:
         self._episode_counter = [0] * num_envs
         self.dones = np.zeros(self.batch.num_rows, dtype=np.float32)
         self.finished: list[tuple[str, EpisodeOutcome]] = []
+        self._all_slots = list(range(num_envs))
         for slot in range(num_envs):
             self._start(slot)
 
@@ -41,15 +42,13 @@ class VecEnv:
     def step(self, actions: np.ndarray) -> np.ndarray:
         """Apply actions; returns this step's rewards. `dones` marks rows whose next observation starts anew."""
         self.batch.actions[:] = actions
-        slots = list(range(len(self.batch.sims)))
-        self.batch.step(slots)
+        self.batch.step(self._all_slots)
         rewards = self.batch.rewards.copy()
         self.dones[:] = 0.0
-        for slot in slots:
-            if self.batch.is_done(slot):
-                self.finished.append((self.slot_missions[slot], self.batch.outcome(slot)))
-                self._start(slot)
-                self.dones[self.batch.rows[slot]] = 1.0
+        for slot in self.batch.done_slots().tolist():
+            self.finished.append((self.slot_missions[slot], self.batch.outcome(slot)))
+            self._start(slot)
+            self.dones[self.batch.rows[slot]] = 1.0
         return rewards
 
     def pop_finished(self) -> list[tuple[str, EpisodeOutcome]]:

@@ -1,0 +1,404 @@
+"""Deployment specs (deployments/), the worker image (docker/Dockerfile) and one run end to end on loopback.
+
+A misspelled job variable or a parameter the server's JSON schema rejects deploys or fails only on a live
+server, so the offline tests check the specs the way Prefect will. The end-to-end test runs a real server,
+deploy script, `prefect deployment run` and process worker, as a user would.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY_DIR = REPO / "deployments"
+PREFECT_FILE = DEPLOY_DIR / "prefect.yaml"
+DEPLOY_SCRIPT = DEPLOY_DIR / "deploy.sh"
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+PREFECT = Path(sys.executable).parent / "prefect"
+
+SPEC: dict[str, Any] = yaml.safe_load(PREFECT_FILE.read_text())
+DEPLOYMENTS: list[dict[str, Any]] = SPEC["deployments"]
+BY_NAME = {d["name"]: d for d in DEPLOYMENTS}
+FLOWS = {
+    "flows/training.py:training_flow": "training",
+    "flows/sweep.py:sweep_flow": "sweep",
+    "flows/comparison.py:comparison_flow": "comparison",
+    "flows/benchmark.py:benchmark_flow": "benchmark",
+}
+GPU_REQUEST = [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
+# Pools as deploy.sh creates them (`pool NAME TYPE TEMPLATE`): the specs must agree with the script.
+POOLS: dict[str, tuple[str, str]] = {
+    name: (kind, template)
+    for name, kind, template in re.findall(r"^\s*pool (\S+) (\S+) (\S+)\s*$", DEPLOY_SCRIPT.read_text(), re.M)
+}
+
+
+def by_deployment(fn):
+    return pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])(fn)
+
+
+@functools.cache
+def load_flow(entrypoint: str):
+    from prefect.flows import load_flow_from_entrypoint
+
+    # No placeholder flow: an entrypoint whose module fails to import must fail here, not at run time.
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        return load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+    finally:
+        os.chdir(cwd)
+
+
+def pool_template(pool: str) -> dict[str, Any]:
+    return json.loads((DEPLOY_DIR / POOLS[pool][1]).read_text())
+
+
+def unknown_job_variables(job_variables: dict[str, Any], template: dict[str, Any]) -> list[str]:
+    """Job variables the pool does not declare: Prefect stores them without error and no job ever uses them."""
+    return sorted(set(job_variables) - set(template["variables"]["properties"]))
+
+
+def render(template: dict[str, Any], job_variables: dict[str, Any]) -> dict[str, Any]:
+    """The job configuration a worker builds: declared defaults, overridden by the deployment's variables."""
+    from prefect.utilities.templating import apply_values
+
+    props = template["variables"]["properties"]
+    values = {name: prop["default"] for name, prop in props.items() if "default" in prop} | job_variables
+    return apply_values(template["job_configuration"], values)
+
+
+# ---------------------------------------------------------------- prefect.yaml
+
+
+def test_prefect_yaml_is_accepted_by_prefect():
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    # prefect deploy skips a file that fails this model with a warning, deploying nothing.
+    model = PrefectYamlModel.model_validate(SPEC)
+    assert len(model.deployments) == len(DEPLOYMENTS)
+    assert len(BY_NAME) == len(DEPLOYMENTS), "deployment names must be unique (`prefect deploy --name`)"
+    assert {d["entrypoint"] for d in DEPLOYMENTS} == set(FLOWS)
+    local = {d["entrypoint"] for d in DEPLOYMENTS if d["work_pool"]["name"] == "daf-local"}
+    assert local == set(FLOWS), "every flow needs a CPU deployment on daf-local"
+    kinds = {name: kind for name, (kind, _) in POOLS.items()}
+    assert kinds == {"daf-local": "process", "daf-docker-gpu": "docker", "daf-k8s-gpu": "kubernetes"}
+    for d in DEPLOYMENTS:
+        assert d["work_pool"]["name"] in POOLS, f"{d['name']}: pool not created by deploy.sh"
+
+
+@pytest.mark.parametrize("entrypoint", sorted(FLOWS))
+def test_entrypoint_loads(entrypoint):
+    assert load_flow(entrypoint).name == FLOWS[entrypoint]
+
+
+@by_deployment
+def test_parameters_validate(deployment):
+    from prefect._internal.schemas.validators import validate_values_conform_to_schema
+    from prefect.utilities.callables import parameter_schema
+
+    flow = load_flow(deployment["entrypoint"])
+    params = deployment["parameters"]
+    # The worker's check (pydantic: daf.config's models) ...
+    flow.validate_parameters(params)
+    # ... and the server's, made when the deployment is applied: the JSON schema of the signature.
+    validate_values_conform_to_schema(params, parameter_schema(flow).model_dump_for_openapi(), ignore_required=True)
+
+
+def test_misspelled_config_key_is_rejected():
+    from prefect._internal.schemas.validators import validate_values_conform_to_schema
+    from prefect.exceptions import ParameterTypeError
+    from prefect.utilities.callables import parameter_schema
+
+    flow = load_flow("flows/comparison.py:comparison_flow")
+    config = dict(BY_NAME["comparison-local"]["parameters"]["config"], episodes_per_misson=3)
+    with pytest.raises(ParameterTypeError, match="episodes_per_misson"):
+        flow.validate_parameters({"config": config})
+    with pytest.raises(ValueError, match="episodes_per_misson"):
+        validate_values_conform_to_schema(
+            {"config": config}, parameter_schema(flow).model_dump_for_openapi(), ignore_required=True
+        )
+
+
+def test_schedules_and_nightly_benchmark():
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.client.schemas.schedules import CronSchedule
+
+    for d in DEPLOYMENTS:
+        for schedule in d.get("schedules", []):
+            CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+
+    nightly = BY_NAME["benchmark-nightly-gpu"]
+    assert nightly["entrypoint"] == "flows/benchmark.py:benchmark_flow"
+    assert POOLS[nightly["work_pool"]["name"]][0] in ("docker", "kubernetes")
+    (schedule,) = nightly["schedules"]
+    assert schedule["timezone"] and schedule.get("active", True)
+    limit = ConcurrencyLimitConfig.model_validate(nightly["concurrency_limit"])
+    assert (limit.limit, limit.collision_strategy) == (1, ConcurrencyLimitStrategy.CANCEL_NEW)
+    assert nightly["parameters"]["config"]["device"] == "cuda"
+
+
+def test_bad_cron_or_timezone_is_rejected():
+    from prefect.client.schemas.schedules import CronSchedule
+
+    with pytest.raises(ValueError):
+        CronSchedule(cron="0 2 * * *", timezone="America/New_Yrok")
+    with pytest.raises(ValueError):
+        CronSchedule(cron="0 25 * * *", timezone="UTC")
+
+
+# ---------------------------------------------------------------- work pools and job variables
+
+
+@by_deployment
+def test_job_variables_exist_in_pool_template(deployment):
+    from prefect.utilities.schema_tools import validate
+
+    template = pool_template(deployment["work_pool"]["name"])
+    job_variables = deployment["work_pool"].get("job_variables", {})
+    assert unknown_job_variables(job_variables, template) == []
+    # Types, as the server checks them when a run is created.
+    validate(job_variables, template["variables"], raise_on_error=True, preprocess=True, ignore_required=True)
+
+
+def test_misspelled_job_variable_is_caught():
+    job_variables = dict(BY_NAME["training-gpu-k8s"]["work_pool"]["job_variables"])
+    job_variables["gpu_cuont"] = job_variables.pop("gpu_count")
+    assert unknown_job_variables(job_variables, pool_template("daf-k8s-gpu")) == ["gpu_cuont"]
+
+
+@pytest.mark.parametrize("pool", sorted(POOLS))
+def test_pool_templates_are_consistent(pool):
+    from prefect.utilities.templating import PlaceholderType, find_placeholders
+
+    template = pool_template(pool)
+    declared = set(template["variables"]["properties"])
+    used = {p.name for p in find_placeholders(template["job_configuration"]) if p.type is PlaceholderType.STANDARD}
+    assert used <= declared, f"placeholders without a variable: {sorted(used - declared)}"
+    if POOLS[pool][0] != "process":
+        assert template["variables"]["properties"]["image"]["default"] == "daf-worker:latest"
+
+
+def test_k8s_template_renders_gpu_job():
+    template = pool_template("daf-k8s-gpu")
+    job_variables = BY_NAME["training-gpu-k8s"]["work_pool"]["job_variables"]
+    for overrides in ({}, {"gpu_count": 4, "node_selector": {"gpu": "h100"}, "tolerations": []}):
+        variables = job_variables | overrides
+        pod = render(template, variables)["job_manifest"]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == variables["gpu_count"]
+        assert pod["nodeSelector"] == variables["node_selector"]
+        assert pod["tolerations"] == variables["tolerations"]
+        assert container["image"] == "daf-worker:latest"
+        # The image's ENTRYPOINT starts a worker; the flow-run command must replace it.
+        assert container["command"] == ["/usr/bin/env"]
+    defaults = render(template, {})["job_manifest"]["spec"]["template"]["spec"]
+    assert defaults["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert defaults["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_docker_gpu_deployments_request_gpus():
+    docker = [d for d in DEPLOYMENTS if POOLS[d["work_pool"]["name"]][0] == "docker"]
+    assert docker
+    for d in docker:
+        rendered = render(pool_template(d["work_pool"]["name"]), d["work_pool"]["job_variables"])
+        kwargs = rendered["container_create_kwargs"]
+        assert kwargs["device_requests"] == GPU_REQUEST, d["name"]
+        assert kwargs["shm_size"], d["name"]
+        assert kwargs["entrypoint"] == ["/usr/bin/env"], d["name"]
+        assert rendered["image"] == "daf-worker:latest"
+
+
+def test_pull_steps():
+    workdir = re.search(r"^WORKDIR\s+(\S+)", DOCKERFILE.read_text(), re.M).group(1)
+    step = "prefect.deployments.steps.set_working_directory"
+    assert SPEC["pull"] == [{step: {"directory": "{{ $DAF_HOME }}"}}]
+    for d in DEPLOYMENTS:
+        if POOLS[d["work_pool"]["name"]][0] == "process":
+            assert "pull" not in d, f"{d['name']}: checkout deployments use the top-level pull step"
+        else:
+            assert d["pull"] == [{step: {"directory": workdir}}], d["name"]
+
+
+# ---------------------------------------------------------------- docker/Dockerfile
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_dockerfile_copies_existing_files():
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    copies = [args.split() for op, args in dockerfile_instructions() if op == "COPY" and "--from" not in args]
+    assert copies
+    for *sources, _dest in copies:
+        for src in sources:
+            assert (REPO / src).exists(), f"COPY {src}: not in the repository"
+            # .dockerignore is an allowlist (`*` then `!path`): each source must be let back in.
+            assert f"!{src}" in ignore, f"COPY {src}: excluded by .dockerignore"
+
+
+def test_dockerfile_pins_match_pyproject():
+    from packaging.requirements import Requirement
+
+    text = DOCKERFILE.read_text()
+    deps = {
+        Requirement(r).name: Requirement(r)
+        for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    }
+    for name in ("torch", "prefect", "mettagrid", "fastapi"):
+        pin = f"{name}{deps[name].specifier}"
+        assert f'"{pin}"' in text, f"docker/Dockerfile must install {pin} (pyproject.toml)"
+    assert re.search(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu\d+", text)
+    assert ".[docker,kubernetes]" in text
+    instructions = dict(dockerfile_instructions())
+    assert json.loads(instructions["ENTRYPOINT"]) == ["prefect", "worker", "start"]
+    assert json.loads(instructions["CMD"])[0] == "--pool"
+
+
+# ---------------------------------------------------------------- end to end on 127.0.0.1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a process started in its own session, with whatever it started (a flow-run process)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+
+def run(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> str:
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        out, _ = proc.communicate()
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(cmd)}\n{out}\n")
+    assert proc.returncode == 0, f"{cmd} exited {proc.returncode}:\n{out[-4000:]}"
+    return out
+
+
+def test_local_deployment_runs_end_to_end(tmp_path):
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    out_dir = tmp_path / "out"
+    log = tmp_path / "commands.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DAF_"))}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "home"),
+        PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "storage"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'server.db'}",
+        PREFECT_API_URL=api,
+        PATH=f"{PREFECT.parent}{os.pathsep}{env.get('PATH', '')}",
+        COLUMNS="200",  # rich wraps the run's UUID on narrow terminals
+    )
+    server_log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-4000:]
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "server did not become healthy in 90 s"
+            time.sleep(0.5)
+
+        # Twice: the script must be idempotent. The deploying shell's DAF_HOME must not reach the deployment.
+        for _ in range(2):
+            run([str(DEPLOY_SCRIPT), "--local-only"], env | {"DAF_HOME": "/not/the/worker/checkout"}, log, timeout=120)
+
+        config = {
+            "policies": [{"class_path": "baseline"}, {"class_path": "random"}],
+            "missions": ["training_facility_1"],
+            "episodes_per_mission": 2,
+            "device": "cpu",
+            "output_dir": str(out_dir),
+        }
+        created = run(
+            [
+                str(PREFECT),
+                "deployment",
+                "run",
+                "comparison/comparison-local",
+                "--params",
+                json.dumps({"config": config}),
+            ],
+            env,
+            log,
+            timeout=60,
+        )
+        flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
+
+        # The worker resolves the pull step's {{ $DAF_HOME }} in its own environment.
+        run(
+            [str(PREFECT), "worker", "start", "--pool", "daf-local", "--run-once"],
+            env | {"DAF_HOME": str(REPO)},
+            log,
+            timeout=180,
+        )
+
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(flow_run_id)
+            deployment = client.read_deployment_by_name("comparison/comparison-local")
+        assert flow_run.state.is_completed(), f"{flow_run.state}\n{log.read_text()[-4000:]}"
+        assert flow_run.parameters["config"]["output_dir"] == str(out_dir)
+        assert deployment.pull_steps == SPEC["pull"]
+
+        (result_path,) = out_dir.glob(f"runs/comparison-*-{flow_run_id[:8]}/pipeline_result.json")
+        result = json.loads(result_path.read_text())
+        assert result["status"] == "success"
+        assert result["stages_completed"] == [
+            "environment_validation",
+            "policy_comparison",
+            "statistical_testing",
+            "report_generation",
+        ]
+        assert result["stages_failed"] == []
+    finally:
+        stop(server)
+        server_log.close()
