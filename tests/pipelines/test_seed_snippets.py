@@ -62,10 +62,10 @@ def test_training_then_comparison_snippets(in_tmp):
     )
     assert result.is_success(), result.errors
     stats = result.outputs["summary_statistics"]
-    assert {row["policy"] for row in stats["leaderboard"]} == {"LSTMPolicy-v1.pt", "LSTMPolicy-v2.pt", "baseline"}
+    assert {row["policy"] for row in stats["leaderboard"]} == {"lstm-v1.pt", "lstm-v2.pt", "baseline"}
     # v1 and v2 are the same weights: they must not be called different.
-    v1 = next(r for r in stats["leaderboard"] if r["policy"] == "LSTMPolicy-v1.pt")
-    v2 = next(r for r in stats["leaderboard"] if r["policy"] == "LSTMPolicy-v2.pt")
+    v1 = next(r for r in stats["leaderboard"] if r["policy"] == "lstm-v1.pt")
+    v2 = next(r for r in stats["leaderboard"] if r["policy"] == "lstm-v2.pt")
     assert v1["rank_group"] == v2["rank_group"] and v1["mean"] == v2["mean"]
 
 
@@ -77,6 +77,7 @@ def test_sweep_snippet_from_yaml(in_tmp):
         "search_space:\n"
         "  learning_rate: [0.0, 0.001]\n"
         "training_steps_per_trial: 4000\n"
+        "pruner: none\n"
         "episodes_per_trial: 2\n"
         "training: {num_envs: 4, num_steps: 32, bptt_horizon: 8}\n"
     )
@@ -104,6 +105,7 @@ def test_multi_stage_workflow_snippet(in_tmp):
         search_space={"learning_rate": [0.0001, 0.001, 0.01]},
         training_steps_per_trial=2_000,
         episodes_per_trial=1,
+        pruner="none",
         training=SMALL,
     )
     sweep_result = daf_run_sweep_pipeline(config=sweep_cfg, parallel_stages=False)

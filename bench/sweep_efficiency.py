@@ -1,0 +1,120 @@
+"""Sweep efficiency: a full learning-rate grid vs a pruned TPE sweep, same per-trial budget, real training.
+
+Both sweeps train `mlp` on one mission with DAF's PPO trainer (daf.sweeps.run_sweep). The grid trains every
+learning rate to the full budget without pruning. The TPE sweep searches the log range spanning the grid
+with as many trials, and the median pruner stops trials that fall behind at the intermediate evaluations
+(every quarter of the budget). Reported per sweep: agent-steps trained (sum over trials, pruned trials up to
+where they stopped), the best score with a 95% bootstrap CI over the best trial's evaluation episodes,
+and the ratio of steps. Target: the pruned sweep's best lies within (or above) the grid best's CI with
+<= 50% of the grid's agent-steps.
+
+    python bench/sweep_efficiency.py [--quick] [--mission M] [--output-dir DIR] [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+from daf.config import DAFSweepConfig  # noqa: E402
+from daf.stats import StatsConfig, bootstrap_mean_ci  # noqa: E402
+from daf.sweeps import SweepResult, run_sweep  # noqa: E402
+
+SIZES = {
+    "quick": {"budget": 98_304, "episodes": 6, "grid": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]},
+    "full": {"budget": 262_144, "episodes": 10, "grid": [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2]},
+}
+
+
+def sweep_config(name: str, size: dict, mission: str, output_dir: str, jobs: int, pruned: bool) -> DAFSweepConfig:
+    grid = size["grid"]
+    space = {"learning_rate": {"low": min(grid), "high": max(grid), "log": True} if pruned else grid}
+    return DAFSweepConfig(
+        name=name,
+        output_dir=output_dir,
+        policy_class_path="mlp",
+        missions=[mission],
+        search_space=space,
+        strategy="bayesian" if pruned else "grid",
+        num_trials=len(grid),
+        training_steps_per_trial=size["budget"],
+        episodes_per_trial=size["episodes"],
+        pruner="median" if pruned else "none",
+        max_parallel_jobs=jobs,
+        device="cpu",
+        seed=0,
+    )
+
+
+def summarize(result: SweepResult, wall_s: float) -> dict:
+    best = next(t for t in result.trials if t["number"] == result.best_config.trial_number)
+    rewards = np.asarray([r for rs in best["episode_rewards"].values() for r in rs], dtype=float)
+    ci = bootstrap_mean_ci(rewards, StatsConfig(), np.random.default_rng(0))
+    states = [t["state"] for t in result.trials]
+    return {
+        "trials": len(states),
+        "completed": states.count("COMPLETE"),
+        "pruned": states.count("PRUNED"),
+        "failed": states.count("FAIL"),
+        "agent_steps": sum(t["agent_steps"] or 0 for t in result.trials),
+        "best_lr": result.best_config.hyperparameters["learning_rate"],
+        "best_score": result.best_config.score,
+        "ci": ci,
+        "wall_s": wall_s,
+    }
+
+
+def run(name: str, cfg: DAFSweepConfig) -> dict:
+    started = time.perf_counter()
+    result = run_sweep(cfg, progress=lambda e: print(f"  {name} trial {e['number']}: {e['state']} {e['value']}"))
+    return summarize(result, time.perf_counter() - started)
+
+
+def print_table(rows: dict[str, dict]) -> None:
+    print(
+        f"\n{'sweep':<12}{'trials':>7}{'done':>6}{'pruned':>8}{'agent-steps':>13}{'best lr':>10}"
+        f"{'best score [95% CI]':>26}{'wall s':>9}"
+    )
+    for name, r in rows.items():
+        score = f"{r['best_score']:.1f} [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]"
+        print(
+            f"{name:<12}{r['trials']:>7}{r['completed']:>6}{r['pruned']:>8}{r['agent_steps']:>13,}"
+            f"{r['best_lr']:>10.2g}{score:>26}{r['wall_s']:>9.0f}"
+        )
+    grid, tpe = rows["grid"], rows["tpe+median"]
+    ratio = tpe["agent_steps"] / grid["agent_steps"]
+    reached = tpe["best_score"] >= grid["ci"][0]
+    print(f"\nsteps ratio (pruned / grid): {ratio:.2f}")
+    print(f"pruned best within or above the grid best's 95% CI: {'yes' if reached else 'no'}")
+    print(f"target (reached with <= 50% of the steps): {'met' if reached and ratio <= 0.5 else 'not met'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small budgets (~2-3 min on 2 idle cores)")
+    parser.add_argument("--mission", default="training_facility_1")
+    parser.add_argument("--output-dir", default=None, help="default: a fresh temporary directory")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel trials per sweep")
+    args = parser.parse_args()
+    size = SIZES["quick" if args.quick else "full"]
+    out = args.output_dir or tempfile.mkdtemp(prefix="daf-sweep-bench-")
+    print(f"mission {args.mission}, per-trial budget {size['budget']:,} agent-steps, output {out}")
+    rows = {
+        "grid": run("grid", sweep_config("grid", size, args.mission, out, args.jobs, pruned=False)),
+        "tpe+median": run("tpe", sweep_config("tpe", size, args.mission, out, args.jobs, pruned=True)),
+    }
+    print_table(rows)
+    with open(os.path.join(out, "sweep_efficiency.json"), "w") as fh:
+        json.dump({"size": size, "mission": args.mission, "rows": rows}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
