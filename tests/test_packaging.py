@@ -360,3 +360,33 @@ def test_not_a_zip(tmp_path: Path) -> None:
     junk.write_bytes(b"not a zip at all")
     assert "not a valid zip" in _errors(validate_package(junk))
     assert "is not a file" in _errors(validate_package(tmp_path / "absent.zip"))
+
+
+def test_trained_lstm_round_trip(tmp_path: Path) -> None:
+    from daf.config import DAFTrainingConfig
+    from daf.training import train
+
+    trained = train(DAFTrainingConfig(
+        policy_class_path="lstm", missions=[MISSION], num_training_steps=4096, num_envs=4, num_steps=32,
+        bptt_horizon=8, checkpoint_dir=str(tmp_path / "ckpt"), run_id="bundle", progress=False,
+    ))
+    spec = PolicySpec(class_path="lstm", data_path=trained.final_checkpoint)
+    bundle = build_package(spec, tmp_path / "bundles", name="lstm", missions=[MISSION])
+    with zipfile.ZipFile(bundle) as zf:
+        spec_json = json.loads(zf.read("policy_spec.json"))
+        manifest = json.loads(zf.read("manifest.json"))
+        weights = zf.read(spec_json["data_path"])
+    assert spec_json["class_path"] == "daf.policies.neural.LSTMPolicy"
+    assert weights == Path(trained.final_checkpoint).read_bytes()
+    assert manifest["training_config"]["policy_class_path"] == "lstm"  # the run's config.json travels along
+    assert manifest["files"][spec_json["data_path"]]["sha256"] == hashlib.sha256(weights).hexdigest()
+    report = ensure_valid(validate_package(bundle, missions=[MISSION, "assembler_1"]))
+    assert {"weights", f"episode:{MISSION}", "episode:assembler_1"} <= set(_check_names(report))
+
+    loaded = load_policy_spec_from_path(bundle, force_dest=tmp_path / "extract")
+    policy = initialize_or_load_policy(PolicyEnvInterface.from_mg_cfg(get_mission(MISSION)), loaded)
+    expected = torch.load(trained.final_checkpoint, weights_only=True)["state_dict"]
+    assert all(torch.equal(policy.network().state_dict()[k], v) for k, v in expected.items())
+    result = evaluate(loaded, MISSION, episodes=2, seed=42)
+    direct = evaluate(spec, MISSION, episodes=2, seed=42)
+    assert result.rewards == direct.rewards  # the bundle behaves exactly like the checkpoint it came from

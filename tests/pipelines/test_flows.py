@@ -134,7 +134,7 @@ def test_parallel_threads_and_dask_match_sequential(tmp_path):
 def test_benchmark_resume_after_failed_comparison_uses_cached_training(tmp_path, faults):
     kwargs = dict(
         policies=["mlp"], missions=["training_facility_1"], episodes_per_mission=3, create_deployment_package=True,
-        training_steps=20_000, output_dir=str(tmp_path / "out"), checkpoint_dir=str(tmp_path / "ckpt"),
+        training_steps=120_000, output_dir=str(tmp_path / "out"), checkpoint_dir=str(tmp_path / "ckpt"),
         training={"num_envs": 8},
     )
     faults("comparison:permanent")
