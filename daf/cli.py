@@ -138,17 +138,9 @@ def _handled() -> Iterator[None]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     """The raw mapping of a config file (validated later, after flags are merged in)."""
-    from daf.config import ConfigError
+    from daf.config import read_yaml_mapping
 
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
-    return data
+    return read_yaml_mapping(path)
 
 
 def _apply_set(data: dict[str, Any], assignment: str) -> None:

@@ -20,16 +20,7 @@ class _StrictModel(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]):
         """Load from a YAML file; errors name the file, the field and the allowed values."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml_mapping(path, cls.__name__), source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config"):
@@ -43,6 +34,20 @@ class _StrictModel(BaseModel):
         if path is not None:
             Path(path).write_text(text)
         return text
+
+
+def read_yaml_mapping(path: str | os.PathLike[str], what: str = "config") -> dict[str, Any]:
+    """The mapping in a YAML file (safe_load), with one-line errors for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what} fields, got {type(data).__name__}")
+    return data
 
 
 def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel]) -> str:

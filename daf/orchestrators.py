@@ -6,6 +6,7 @@ Without PREFECT_API_URL, Prefect starts its embedded (ephemeral) server on first
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 from datetime import datetime
@@ -50,10 +51,27 @@ def _build(model: type, pipeline: str, config: DAFConfig | None, arguments: dict
     elif config is not None:
         raise ConfigError(f"config: expected {model.__name__} or DAFConfig, got {type(config).__name__}")
     given = {k: v for k, v in arguments.items() if v is not None}
+    if "policies" in given:
+        from daf.comparison import as_entry
+
+        try:
+            given["policies"] = [as_entry(p) for p in given["policies"]]
+        except (ValidationError, ValueError) as exc:
+            raise ConfigError(f"policies: {exc}") from None
     try:
         return model.model_validate({**base, **given})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, "argument", model)) from None
+
+
+def _start(model: type, pipeline: str, config: DAFConfig | None, arguments: dict[str, Any], *extra: Any):
+    """Validate the arguments into `model`, then run flows.<pipeline>.<pipeline>_flow."""
+    try:
+        cfg = _build(model, pipeline, config, arguments)
+    except ConfigError as exc:
+        return _invalid(pipeline, str(exc))
+    flow_fn = getattr(importlib.import_module(f"flows.{pipeline}"), f"{pipeline}_flow")
+    return _run(flow_fn, pipeline, cfg, *extra)
 
 
 def _run(flow_fn, pipeline: str, cfg: DAFConfig, *args: Any) -> PipelineResult:
@@ -86,13 +104,7 @@ def daf_run_training_pipeline(
     """Environment validation -> training -> checkpoint saving -> (optional) evaluation."""
     args = dict(policy_class_path=policy_class_path, missions=missions, num_training_steps=num_training_steps,
                 eval_missions=eval_missions, eval_episodes=eval_episodes, **overrides)
-    try:
-        cfg = _build(DAFTrainingConfig, "training", config, args)
-    except ConfigError as exc:
-        return _invalid("training", str(exc))
-    from flows.training import training_flow
-
-    return _run(training_flow, "training", cfg)
+    return _start(DAFTrainingConfig, "training", config, args)
 
 
 def daf_run_sweep_pipeline(
@@ -106,15 +118,9 @@ def daf_run_sweep_pipeline(
     if not isinstance(config, DAFSweepConfig) and "search_space" not in overrides:
         got = type(config).__name__ if config is not None else "nothing"
         return _invalid("sweep", f"config: a sweep needs a DAFSweepConfig with a search_space (got {got})")
-    try:
-        cfg = _build(DAFSweepConfig, "sweep", config, overrides)
-        if comparison_episodes < 1:
-            raise ConfigError(f"comparison_episodes: must be >= 1, got {comparison_episodes}")
-    except ConfigError as exc:
-        return _invalid("sweep", str(exc))
-    from flows.sweep import sweep_flow
-
-    return _run(sweep_flow, "sweep", cfg, compare_best, comparison_episodes, parallel_stages)
+    if comparison_episodes < 1:
+        return _invalid("sweep", f"comparison_episodes: must be >= 1, got {comparison_episodes}")
+    return _start(DAFSweepConfig, "sweep", config, overrides, compare_best, comparison_episodes, parallel_stages)
 
 
 def daf_run_comparison_pipeline(
@@ -126,21 +132,9 @@ def daf_run_comparison_pipeline(
     **overrides: Any,
 ) -> PipelineResult:
     """Environment validation -> policy comparison -> statistical significance testing -> report generation."""
-    from daf.comparison import as_entry
-
-    try:
-        entries = [as_entry(p) for p in policies] if policies is not None else None
-    except (ValidationError, ValueError) as exc:
-        return _invalid("comparison", f"policies: {exc}")
-    args = dict(policies=entries, missions=missions, episodes_per_mission=episodes_per_mission,
+    args = dict(policies=policies, missions=missions, episodes_per_mission=episodes_per_mission,
                 parallel_evaluation=parallel_evaluation, **overrides)
-    try:
-        cfg = _build(DAFComparisonConfig, "comparison", config, args)
-    except ConfigError as exc:
-        return _invalid("comparison", str(exc))
-    from flows.comparison import comparison_flow
-
-    return _run(comparison_flow, "comparison", cfg)
+    return _start(DAFComparisonConfig, "comparison", config, args)
 
 
 def daf_run_benchmark_pipeline(
@@ -152,18 +146,6 @@ def daf_run_benchmark_pipeline(
     **overrides: Any,
 ) -> PipelineResult:
     """Validation -> training (if no checkpoint) -> evaluation -> comparison with baselines -> deployment package."""
-    from daf.comparison import as_entry
-
-    try:
-        entries = [as_entry(p) for p in policies] if policies is not None else None
-    except (ValidationError, ValueError) as exc:
-        return _invalid("benchmark", f"policies: {exc}")
-    args = dict(policies=entries, missions=missions, episodes_per_mission=episodes_per_mission,
+    args = dict(policies=policies, missions=missions, episodes_per_mission=episodes_per_mission,
                 create_deployment_package=create_deployment_package, **overrides)
-    try:
-        cfg = _build(DAFBenchmarkConfig, "benchmark", config, args)
-    except ConfigError as exc:
-        return _invalid("benchmark", str(exc))
-    from flows.benchmark import benchmark_flow
-
-    return _run(benchmark_flow, "benchmark", cfg)
+    return _start(DAFBenchmarkConfig, "benchmark", config, args)
