@@ -85,7 +85,7 @@ def configured(task: Task, config: DAFConfig, *, gpu: bool = False) -> Task:
     if config.cache_expiration_hours is not None:
         options["cache_expiration"] = timedelta(hours=config.cache_expiration_hours)
     if not config.use_cache:
-        options.update(cache_key_fn=None, cache_policy=NO_CACHE)
+        options["cache_policy"] = NO_CACHE
     if gpu:
         options["tags"] = {*task.tags, "gpu"}
     return task.with_options(**options)

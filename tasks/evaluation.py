@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import CacheKeyFnPolicy
 
 from daf.comparison import to_spec
 from daf.config import PolicyEntry
@@ -19,8 +20,14 @@ def _cache_key(context, parameters) -> str:
     return make_cache_key(evaluate_task.fn, payload)
 
 
-@task(name="evaluation", cache_key_fn=_cache_key, retry_condition_fn=retry_transient, persist_result=True,
-      tags=["daf"], **RETRY_OPTIONS)
+@task(
+    name="evaluation",
+    cache_policy=CacheKeyFnPolicy(cache_key_fn=_cache_key),
+    retry_condition_fn=retry_transient,
+    persist_result=True,
+    tags=["daf"],
+    **RETRY_OPTIONS,
+)
 def evaluate_task(entry: PolicyEntry, name: str, mission: str, episodes: int, seed: int, device: str = "cpu") -> dict:
     maybe_fail("evaluation")
     return evaluate(to_spec(entry), mission, episodes, seed, policy_name=name, device=device).to_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.runtime import flow_run
 
 from daf.config import DAFConfig, DAFTrainingConfig
@@ -25,8 +26,14 @@ def _cache_key(context, parameters) -> str:
     return make_cache_key(train_task.fn, payload)
 
 
-@task(name="training", cache_key_fn=_cache_key, retry_condition_fn=retry_transient, persist_result=True,
-      tags=["daf"], **RETRY_OPTIONS)
+@task(
+    name="training",
+    cache_policy=CacheKeyFnPolicy(cache_key_fn=_cache_key),
+    retry_condition_fn=retry_transient,
+    persist_result=True,
+    tags=["daf"],
+    **RETRY_OPTIONS,
+)
 def train_task(config: DAFTrainingConfig) -> dict:
     maybe_fail("training")
     if config.run_id is None:
