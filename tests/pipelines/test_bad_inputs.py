@@ -213,3 +213,62 @@ def test_pickle_payload_never_executes_anywhere(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
     assert not (tmp_path / "MARKER").exists()
+
+
+# The same catalogue through the `daf` command line: exit 2 (bad input) or 1 (invalid bundle), one clear line.
+def _sweep_yaml(tmp: Path, text: str) -> str:
+    path = tmp / "sweep.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+CLI_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
+    ("unknown mission", lambda t: ["compare", "--policy", "baseline", "--mission", "training_facilty_1"], 2,
+     "Did you mean: training_facility_1"),
+    ("unknown policy", lambda t: ["compare", "--policy", "lstmm", "--mission", "training_facility_1"], 2,
+     "unknown policy 'lstmm'"),
+    ("class path not found", lambda t: ["compare", "--policy", "nopkg.NoPolicy", "--mission", "training_facility_1"],
+     2, "cannot import module 'nopkg'"),
+    ("not a MultiAgentPolicy", lambda t: ["compare", "--policy", "daf.config.DAFConfig", "--mission",
+                                          "training_facility_1"], 2, "is not a mettagrid.policy.policy.MultiAgentPolicy"),
+    ("missing data_path", lambda t: ["compare", "--policy", f"lstm:{t / 'no.pt'}", "--mission", "training_facility_1"],
+     2, "does not exist"),
+    ("truncated checkpoint", lambda t: ["compare", "--policy", f"lstm:{_truncated(t)}", "--mission",
+                                        "training_facility_1", "--output-dir", str(t / "o")], 1,
+     "cannot be loaded safely"),
+    ("pickle payload", lambda t: ["compare", "--policy", f"lstm:{_pickle_payload(t)}", "--mission",
+                                  "training_facility_1", "--output-dir", str(t / "o")], 1, "cannot be loaded safely"),
+    ("non-trainable policy", lambda t: ["train", "--policy", "baseline", "--mission", "training_facility_1"], 2,
+     "not trainable"),
+    ("malformed YAML", lambda t: ["sweep", "--config", _sweep_yaml(t, "search_space: [unclosed\n")], 2,
+     "malformed YAML"),
+    ("unknown YAML key", lambda t: ["sweep", "--config", _sweep_yaml(t, "search_space: {learning_rate: [0.1]}\n"
+                                                                        "learning_rat: 3\n")], 2, "unknown key"),
+    ("zero steps", lambda t: ["train", "--policy", "mlp", "--steps", "0"], 2, "num_training_steps"),
+    ("empty search space", lambda t: ["sweep", "--config", _sweep_yaml(t, "search_space: {}\n")], 2,
+     "search_space is empty"),
+    ("unknown strategy", lambda t: ["sweep", "--config", _sweep_yaml(t, "strategy: genetic\n"
+                                                                         "search_space: {learning_rate: [0.1]}\n")], 2,
+     "strategy"),
+    ("gpu_memory_fraction", lambda t: ["train", "--policy", "mlp", "--set", "gpu_memory_fraction=1.5"], 2,
+     "gpu_memory_fraction"),
+    ("duplicate names", lambda t: ["compare", "--policy", "x=baseline", "--policy", "x=random", "--mission",
+                                   "training_facility_1"], 2, "duplicate policy names: x"),
+    ("tampered bundle", lambda t: ["validate-package", str(_tampered(t))], 1, "policy_spec.json"),
+    ("zip-slip bundle", lambda t: ["validate-package", str(_zip_slip(t))], 1, "../evil.txt"),
+    ("symlinked bundle", lambda t: ["validate-package", str(_symlinked(t))], 1, "symlink"),
+]
+
+
+@pytest.mark.parametrize("case,args,code,expected", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_bad_input_through_the_cli(case, args, code, expected, tmp_path):
+    import prefect.main  # noqa: F401  Prefect's logging is configured before CliRunner swaps the streams
+    from typer.testing import CliRunner
+
+    from daf.cli import app
+
+    result = CliRunner().invoke(app, args(tmp_path))
+    assert result.exit_code == code, result.output
+    assert expected in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "MARKER").exists()
