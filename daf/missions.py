@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from mettagrid.builder import building
 from mettagrid.config.filter.resource_filter import actorHas
 from mettagrid.config.game_value import InventoryValue, StatValue
@@ -37,6 +36,8 @@ from mettagrid.config.mutation.resource_mutation import updateActor
 from mettagrid.config.mutation.stats_mutation import logActorAgentStat
 from mettagrid.config.reward_config import reward
 from mettagrid.map_builder.random_map import RandomMapBuilder
+
+from daf.config import ConfigError, read_yaml_mapping
 
 DEPOSIT_STAT = "heart.deposited"
 
@@ -247,11 +248,9 @@ def load_mission_file(path: str | Path, **overrides: Any) -> MettaGridConfig:
     if not path.is_file():
         raise UnknownMissionError(f"mission file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UnknownMissionError(f"mission file {path}: malformed YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise UnknownMissionError(f"mission file {path}: expected a mapping")
+        data = read_yaml_mapping(path, "mission")
+    except ConfigError as exc:
+        raise UnknownMissionError(f"mission file {exc}") from None
     if "base" in data:
         base = data.pop("base")
         return mission_spec(base).build(**{**data, **overrides})

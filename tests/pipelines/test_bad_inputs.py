@@ -230,7 +230,7 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
     ("class path not found", lambda t: ["compare", "--policy", "nopkg.NoPolicy", "--mission", "training_facility_1"],
      2, "cannot import module 'nopkg'"),
     ("not a MultiAgentPolicy", lambda t: ["compare", "--policy", "daf.config.DAFConfig", "--mission",
-                                          "training_facility_1"], 2, "is not a mettagrid.policy.policy.MultiAgentPolicy"),
+                                          "training_facility_1"], 2, "is not a mettagrid.policy.policy"),
     ("missing data_path", lambda t: ["compare", "--policy", f"lstm:{t / 'no.pt'}", "--mission", "training_facility_1"],
      2, "does not exist"),
     ("truncated checkpoint", lambda t: ["compare", "--policy", f"lstm:{_truncated(t)}", "--mission",
