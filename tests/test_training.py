@@ -514,3 +514,55 @@ def test_cuda_without_gpu(tmp_path):
     with pytest.raises(TrainingError, match="device 'cuda' requested but torch sees no CUDA GPU"):
         train(cfg)
     assert not (tmp_path / "cuda").exists()
+
+
+USER_POLICY = '''
+import torch
+from torch import nn
+
+from daf.policies.neural import NeuralPolicy, TokenEncoder
+
+
+class TinyNet(nn.Module):
+    """A user's own network meeting DAF's contract (feed-forward, tanh body)."""
+
+    recurrent = False
+
+    def __init__(self, layout, hidden_size=64):
+        super().__init__()
+        self.encoder = TokenEncoder(layout, hidden_size)
+        self.pi = nn.Linear(hidden_size, len(layout.action_names))
+        self.v = nn.Linear(hidden_size, 1)
+
+    def initial_state(self, batch_size, device="cpu"):
+        return None
+
+    def forward(self, obs, state=None, resets=None):
+        h = torch.tanh(self.encoder(obs))
+        return self.pi(h), self.v(h).squeeze(-1), None
+
+
+class TinyPolicy(NeuralPolicy):
+    network_class = TinyNet
+'''
+
+
+def test_user_policy_class_outside_daf_trains(tmp_path, monkeypatch):
+    package = tmp_path / "userpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "tiny.py").write_text(USER_POLICY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = DAFTrainingConfig(
+        policy_class_path="userpkg.tiny.TinyPolicy", missions=[MISSION], num_training_steps=120_000, hidden_size=64,
+        checkpoint_dir=str(tmp_path / "ckpt"), run_id="user", seed=3, torch_threads=1,
+    )
+    result = train(cfg)
+    assert result.class_path == "userpkg.tiny.TinyPolicy"
+    spec = load_policy_spec_from_path(Path(result.checkpoint_dir))
+    policy = initialize_or_load_policy(env_interface([get_mission(MISSION)]), spec)
+    assert type(policy).__name__ == "TinyPolicy"
+    trained = evaluate(PolicySpec(class_path=cfg.policy_class_path, data_path=result.final_checkpoint), MISSION,
+                       episodes=20, seed=11)
+    ok, info = beats_random(trained.rewards, seed=11)
+    assert ok, info
