@@ -65,6 +65,8 @@ def main() -> None:
     print(f"flow / direct      = {ratio:.3f}   (target <= 1.10: {'PASS' if ratio <= 1.10 else 'MISS'})")
     print(f"cached / first run = {fraction:.3f}   (target <= 0.05: {'PASS' if fraction <= 0.05 else 'MISS'})")
     print(f"same aggregate statistics through both paths: {same}")
+    print(f"flow stage seconds: {flow.outputs['stage_seconds']}")
+    print(f"cached stage seconds: {cached.outputs['stage_seconds']}")
 
 
 if __name__ == "__main__":

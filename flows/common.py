@@ -61,11 +61,14 @@ class Pipeline:
         self.result.outputs["run_dir"] = str(self.run_dir)
 
     def stage(self, name: str, fn: Callable[..., T], *args: Any, required: bool = True, **kwargs: Any) -> T | None:
+        started = time.perf_counter()
         try:
             out = fn(*args, **kwargs)
         except Exception as exc:  # every stage failure is recorded with its stage name, never swallowed
             self.fail(name, exc, required=required)
             return None
+        finally:
+            self.result.outputs.setdefault("stage_seconds", {})[name] = round(time.perf_counter() - started, 3)
         self.result.stages_completed.append(name)
         return out
 
