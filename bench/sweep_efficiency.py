@@ -69,6 +69,8 @@ def summarize(result: SweepResult, wall_s: float) -> dict:
         "best_score": result.best_config.score,
         "ci": ci,
         "wall_s": wall_s,
+        # (trial number, agent-steps, value) in trial order: enough to find when a target was first reached.
+        "history": sorted((t["number"], t["agent_steps"] or 0, t["value"]) for t in result.trials),
     }
 
 
@@ -95,6 +97,18 @@ def print_table(rows: dict[str, dict]) -> None:
     print(f"\nsteps ratio (pruned / grid): {ratio:.2f}")
     print(f"pruned best within or above the grid best's 95% CI: {'yes' if reached else 'no'}")
     print(f"target (reached with <= 50% of the steps): {'met' if reached and ratio <= 0.5 else 'not met'}")
+    # A second reading of the same run: agent-steps spent until a trial first scored within the grid best's CI.
+    spent, first = 0, None
+    for _number, steps, value in tpe["history"]:
+        spent += steps
+        if value is not None and value >= grid["ci"][0]:
+            first = spent
+            break
+    if first is None:
+        print("pruned sweep never scored within the grid best's CI")
+    else:
+        print(f"agent-steps until the pruned sweep first scored within the grid best's CI: {first:,} "
+              f"({first / grid['agent_steps']:.2f} of the grid's total)")
 
 
 def main() -> None:
