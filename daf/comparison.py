@@ -15,7 +15,7 @@ from mettagrid.policy.policy import PolicySpec
 import daf
 from daf.config import PolicyEntry
 from daf.evaluation import EvaluationResult, evaluate
-from daf.reports import ReportPaths, render_markdown_summary, write_report
+from daf.reports import ReportPaths, write_report
 from daf.stats import ComparisonStatistics, compare_scores
 
 
@@ -65,9 +65,12 @@ class ComparisonResult:
 
     @property
     def summary_statistics(self) -> dict[str, Any]:
-        """Aggregate and per-mission statistics plus the leaderboard (the seed's `summary_statistics`)."""
-        data = self.statistics.to_dict()
-        return {k: data[k] for k in ("aggregate", "per_mission", "leaderboard", "alpha", "correction")}
+        return summary_statistics(self.statistics.to_dict())
+
+
+def summary_statistics(statistics: dict[str, Any]) -> dict[str, Any]:
+    """Aggregate and per-mission statistics plus the leaderboard (the seed's `summary_statistics`)."""
+    return {k: statistics[k] for k in ("aggregate", "per_mission", "leaderboard", "alpha", "correction")}
 
 
 def versions() -> dict[str, str]:
@@ -104,12 +107,6 @@ def summarize(
     return compare_scores(scores, alpha=alpha, correction=correction, seed=seed)
 
 
-def write_comparison_report(
-    statistics: ComparisonStatistics, metadata: dict[str, Any], output_dir: str | Path, title: str
-) -> ReportPaths:
-    return write_report(statistics, metadata, output_dir, title=title)
-
-
 def compare(
     policies: list[PolicyEntry | PolicySpec | str],
     missions: list[str],
@@ -136,7 +133,7 @@ def compare(
                 progress(name, len(evaluations), len(entries) * len(missions))
     statistics = summarize(evaluations, alpha=alpha, correction=correction, seed=seed)
     metadata = report_metadata(entries, names, missions, episodes_per_mission, seed)
-    report = write_comparison_report(statistics, metadata, output_dir, title) if output_dir is not None else None
+    report = write_report(statistics, metadata, output_dir, title=title) if output_dir is not None else None
     return ComparisonResult(statistics, evaluations, report, metadata)
 
 
@@ -146,7 +143,7 @@ __all__ = [
     "as_entry",
     "compare",
     "display_names",
-    "render_markdown_summary",
     "summarize",
+    "summary_statistics",
     "to_spec",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
@@ -42,7 +42,6 @@ class EvaluationResult:
     episodes: list[EpisodeOutcome]
     wall_time_s: float
     agent_steps: int
-    extra: dict = field(default_factory=dict)
 
     @property
     def rewards(self) -> list[float]:

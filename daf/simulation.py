@@ -73,7 +73,6 @@ class SimBatch:
         counts = [cfg.game.num_agents for cfg in slot_configs]
         starts = np.concatenate([[0], np.cumsum(counts)])
         self.rows = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
-        self.row_slot = np.repeat(np.arange(len(counts)), counts)
         n = int(starts[-1])
         obs_shape = PolicyEnvInterface.from_mg_cfg(slot_configs[0]).observation_shape
         self.observations = np.zeros((n, *obs_shape), dtype=dtype_observations)

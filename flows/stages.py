@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect.utilities.annotations import quote
 
-from daf.comparison import report_metadata
+from daf.comparison import report_metadata, summary_statistics
 from daf.config import DAFConfig, PolicyEntry
 from flows.common import Pipeline
 from tasks.artifacts import publish_leaderboard
@@ -58,9 +58,7 @@ def compare_and_report(
         return
     outputs = pipeline.result.outputs
     outputs["statistics"] = statistics
-    outputs["summary_statistics"] = {
-        k: statistics[k] for k in ("aggregate", "per_mission", "leaderboard", "alpha", "correction")
-    }
+    outputs["summary_statistics"] = summary_statistics(statistics)
     metadata: dict[str, Any] = report_metadata(entries, names, missions, episodes, config.seed)
     report = pipeline.stage(
         report_stage, report_task, statistics, metadata, str(pipeline.run_dir / "report"), title, required=False

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from prefect import task
 
-from daf.comparison import render_markdown_summary, summarize, write_comparison_report
+from daf.comparison import summarize
 from daf.evaluation import EvaluationResult
 from daf.faults import maybe_fail
+from daf.reports import write_report
 from daf.stats import ComparisonStatistics
 
 
@@ -20,10 +21,10 @@ def statistics_task(evaluations: list[dict], alpha: float, correction: str, seed
 @task(name="report", tags=["daf"])
 def report_task(statistics: dict, metadata: dict, output_dir: str, title: str) -> dict:
     maybe_fail("report")
-    paths = write_comparison_report(ComparisonStatistics.from_dict(statistics), metadata, output_dir, title)
+    paths = write_report(ComparisonStatistics.from_dict(statistics), metadata, output_dir, title=title)
     return {
         "html": str(paths.html),
         "json": str(paths.json),
         "markdown": str(paths.markdown),
-        "markdown_text": render_markdown_summary(statistics),
+        "markdown_text": paths.markdown.read_text(),  # the summary just written, not rendered twice
     }

@@ -269,3 +269,39 @@ def test_reset_rows_restarts_the_row_stream(tf1_config, pei):
     finally:
         batch.close()
     np.testing.assert_array_equal(np.stack(first), np.stack(again))
+
+
+def test_lstm_sequence_pass_equals_stepping_one_step_at_a_time(tf1_config, pei):
+    # Training runs whole sequences through a fused LSTM; acting steps the cell. Both must agree, resets included.
+    import torch
+
+    from daf.simulation import SimBatch
+
+    batch = SimBatch([tf1_config, tf1_config])
+    batch.start(0, 1)
+    batch.start(1, 2)
+    rng = np.random.default_rng(0)
+    observations = []
+    for _ in range(6):
+        observations.append(torch.as_tensor(batch.observations.copy()))
+        batch.actions[:] = rng.integers(0, 5, batch.num_rows)
+        batch.step([0, 1])
+    batch.close()
+    obs = torch.stack(observations)  # (L, B, tokens, 3)
+    resets = torch.zeros(obs.shape[:2])
+    resets[0, :3] = 1.0
+    resets[3, 2:6] = 1.0
+    net = LSTMPolicy(pei, hidden_size=16, seed=4).network()
+    torch.manual_seed(0)
+    state = tuple(torch.randn(obs.shape[1], 16) for _ in range(2))
+
+    logits, values, (h, c) = net(obs, state, resets)
+    step_state, step_logits, step_values = state, [], []
+    for t in range(obs.shape[0]):
+        lt, vt, step_state = net(obs[t : t + 1], step_state, resets[t : t + 1])
+        step_logits.append(lt[0])
+        step_values.append(vt[0])
+    torch.testing.assert_close(logits, torch.stack(step_logits), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(values, torch.stack(step_values), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h, step_state[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(c, step_state[1], atol=1e-5, rtol=1e-5)

@@ -210,17 +210,6 @@ class LSTMNet(nn.Module):
             h_last, c_last = h_last.index_copy(0, rows, h_r[0]), c_last.index_copy(0, rows, c_r[0])
         return out, (h_last, c_last)
 
-    def _sequence_reference(self, x, h, c, resets):
-        """Step-by-step version of `_sequence` (kept for tests)."""
-        outputs = []
-        for t in range(x.shape[0]):
-            if resets is not None:
-                keep = (1.0 - resets[t]).unsqueeze(-1)
-                h, c = h * keep, c * keep
-            h, c = self.cell(x[t], (h, c))
-            outputs.append(h)
-        return torch.stack(outputs), (h, c)
-
 
 def _init_heads(actor: nn.Linear, critic: nn.Linear) -> None:
     # CleanRL's choice: a near-uniform initial policy and a unit-scale value head.

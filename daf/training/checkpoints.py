@@ -36,10 +36,6 @@ class Checkpoint:
     def weights(self) -> Path:
         return self.path / WEIGHTS_FILE
 
-    @property
-    def spec_file(self) -> Path:
-        return self.path / SPEC_FILE
-
 
 def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
     root = run_dir / "checkpoints"
