@@ -21,6 +21,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
@@ -29,8 +31,24 @@ from mettagrid_stepping import raw_stepping_rate  # noqa: E402
 
 from daf.config import DAFTrainingConfig  # noqa: E402
 from daf.training.ppo import train  # noqa: E402
+from daf.training.vecenv import VecEnv  # noqa: E402
 
 TARGETS = {"mlp": 0.30, "lstm": 0.20}
+
+
+def vecenv_rate(mission: str, num_envs: int, seconds: float) -> float:
+    """Agent-steps/s of DAF's VecEnv (the trainer's environment: C++ step per slot, no Python wrapper) with
+    random actions: the trainer's own environment cost, a higher bar than mettagrid's Simulation.step."""
+    envs = VecEnv([mission], num_envs, seed=0)
+    pool = np.random.default_rng(0).integers(0, len(envs.env_info.all_action_names), size=(256, envs.num_rows))
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for actions in pool:
+            envs.step(actions)
+        steps += len(pool)
+    rate = steps * envs.num_rows / (time.perf_counter() - start)
+    envs.close()
+    return rate
 
 
 def trainer_rate(
@@ -79,8 +97,8 @@ def main() -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch threads (DAFTrainingConfig.torch_threads); default 1 on cpu (2 threads collapse on a busy "
-        "2-core machine), torch's default on cuda; 0 = torch's default",
+        help="torch threads for the update (DAFTrainingConfig.torch_threads); default: the trainer's (every core "
+        "this process may use)",
     )
     parser.add_argument("--raw-seconds", type=float, default=None, help="seconds per raw measurement")
     parser.add_argument("--policies", default="mlp,lstm")
@@ -88,11 +106,9 @@ def main() -> None:
     steps = args.steps or (60_000 if args.quick else 300_000)
     raw_seconds = args.raw_seconds or (2.0 if args.quick else 5.0)
     policies = args.policies.split(",")
-    if args.threads is None:
-        args.threads = 1 if args.device == "cpu" else 0
-    args.threads = args.threads or None
 
     raw_before = raw_stepping_rate(args.mission, raw_seconds)
+    vecenv = vecenv_rate(args.mission, args.num_envs or DAFTrainingConfig().num_envs, raw_seconds)
     rates = {}
     with tempfile.TemporaryDirectory(prefix="daf-bench-") as workdir:
         for policy in policies:
@@ -116,6 +132,7 @@ def main() -> None:
         f"{'raw stepping (random)':<24} {raw:>13,.0f} {'100%':>7} {raw_cpu:>12,.0f} {'100%':>7}"
         f"   (wall before {raw_before['agent_steps_per_s']:,.0f}, after {raw_after['agent_steps_per_s']:,.0f})"
     )
+    print(f"{'DAF VecEnv (random)':<24} {vecenv:>13,.0f} {vecenv / raw:>7.0%}   (the trainer's environment alone)")
     for policy, r in rates.items():
         ratio, ratio_cpu = r["steady"] / raw, r["steady_cpu"] / raw_cpu
         target = TARGETS.get(policy)
@@ -127,6 +144,11 @@ def main() -> None:
             f"{ratio_cpu:>7.1%} {target_s:>7} {verdict:>7}"
             f"   (overall {r['overall']:,.0f}/s wall; {r['updates']} updates; last reward {r['reward']})"
         )
+    print(
+        "vs the trainer's own environment: "
+        + ", ".join(f"{policy} {r['steady'] / vecenv:.1%}" for policy, r in rates.items())
+        + " (targets are set against raw mettagrid stepping, the first row)"
+    )
 
 
 if __name__ == "__main__":

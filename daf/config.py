@@ -106,7 +106,12 @@ class DAFTrainingConfig(DAFConfig):
     eval_episodes: int = Field(default=10, gt=0)
     run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     checkpoint_interval: int = Field(default=50_000, gt=0, description="agent-steps between checkpoints")
-    torch_threads: int | None = Field(default=None, ge=1, description="default: 1 on CPU, torch's choice on GPU")
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch threads for the PPO update (default: the cores this process may use); acting in the "
+        "rollout always uses 1 thread on CPU",
+    )
     progress: bool = True
 
     # PPO hyperparameters

@@ -260,6 +260,22 @@ def test_learning_rate_reaches_the_optimizer(tmp_path, policy):
     assert all(r["lr"] == 0.0 for r in read_metrics(frozen.metrics_path))
 
 
+def test_default_threads_are_reproducible_and_restored(tmp_path, monkeypatch):
+    # Default torch_threads: acting on 1 thread, the update on every core the process may use (2 here at least,
+    # so a parallel reduction could change results if it were order-dependent). Same seed, same weights; the
+    # process's thread count is left as found.
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    seen: list[int] = []
+    weights = []
+    for run in ("a", "b"):
+        cfg = small_config(tmp_path, f"threads-{run}", torch_threads=None, update_epochs=2)
+        result = train(cfg, on_update=lambda step, policy: seen.append(torch.get_num_threads()))
+        weights.append(load_weights(result.final_checkpoint)["state_dict"])
+        assert torch.get_num_threads() == 1  # as the autouse fixture left it
+    assert set(seen) == {2}  # the update's thread count was in force when it finished
+    assert state_dicts_equal(*weights)
+
+
 def test_constant_learning_rate_is_saved_in_the_optimizer_state(tmp_path):
     cfg = small_config(tmp_path, "lr-const", policy_class_path="mlp", learning_rate=3e-4, anneal_lr=False)
     result = train(cfg)

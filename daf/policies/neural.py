@@ -31,6 +31,7 @@ from daf.policies.tokens import (
     UNKNOWN_BUCKETS,
     VOCABULARY_VERSION,
     ObsLayout,
+    trim_padding,
     vocabulary_index,
 )
 
@@ -53,11 +54,12 @@ class TokenEncoder(nn.Module):
         rows = (num_features + num_types) * self.slots
         self.pad = rows
         self.bag = nn.EmbeddingBag(rows + 1, out_dim, mode="sum", padding_idx=rows)
-        # Lookup tables (not saved in checkpoints) that turn a token's bytes into its bag row and weight with a
-        # few gathers instead of a dozen elementwise passes. Key (feature, value) -> feature row offset and
-        # weight; location -> cell slot. Rows are chosen by feature and object-type *names* (see
-        # daf.policies.tokens.FEATURE_VOCABULARY), so a network trained on one mission reads any other.
-        # Invalid tokens (padding location, unknown feature id) get weight 0 and go to the padding row.
+        # Lookup tables (not saved in checkpoints) that turn a token's bytes into its bag row and weight with
+        # three gathers. Key (feature, value) -> feature row offset and weight; location -> cell slot. Rows are
+        # chosen by feature and object-type *names* (see daf.policies.tokens.FEATURE_VOCABULARY), so a network
+        # trained on one mission reads any other. Tokens that carry nothing (padding location, unknown feature
+        # id, weight 0) map to offset or slot `pad`, so their row sum is clamped onto the padding row, which the
+        # bag skips (also in the backward pass).
         feature_row = torch.full((256,), -1)
         for fid, name in layout.feature_names.items():
             feature_row[fid] = vocabulary_index(name, FEATURE_VOCABULARY)
@@ -68,36 +70,33 @@ class TokenEncoder(nn.Module):
         value = torch.arange(256).repeat(256)
         is_tag = feature == layout.tag_feature
         row_feature = torch.where(is_tag, type_row[value], feature_row[feature])
-        valid_feature = feature_row[feature] >= 0
-        feature_offset = torch.where(valid_feature, row_feature * self.slots, torch.zeros_like(feature))
         # Magnitudes are squashed: inventory counts can reach hundreds. Tags are categorical (weight 1).
         weight = torch.where(is_tag, torch.ones(()), torch.log1p(value.float()))
-        weight = torch.where(valid_feature, weight, torch.zeros(()))
+        weight = torch.where(feature_row[feature] >= 0, weight, torch.zeros(()))
+        feature_offset = torch.where(weight != 0, row_feature * self.slots, torch.tensor(self.pad))
         location = torch.arange(256)
         slot = torch.where(
             location == GLOBAL_LOCATION, torch.tensor(self.cells), (location >> 4) * self.width + (location & 0x0F)
         )
-        slot = torch.where(location == EMPTY_LOCATION, torch.zeros_like(slot), slot).clamp(max=self.slots - 1)
+        slot = torch.where(location == EMPTY_LOCATION, torch.tensor(self.pad), slot.clamp(max=self.slots - 1))
         self.register_buffer("_feature_offset", feature_offset, persistent=False)
         self.register_buffer("_feature_weight", weight, persistent=False)
         self.register_buffer("_location_slot", slot, persistent=False)
-        self.register_buffer("_location_ok", (location != EMPTY_LOCATION).float(), persistent=False)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         lead = obs.shape[:-2]
-        if obs.device.type == "cpu" and obs.numel():
-            # mettagrid packs tokens first and pads with 0xFF: drop the all-padding tail of the batch. (On a GPU
-            # this would cost a device sync per call; padding tokens have weight 0 there, so they are kept.)
-            used = int((obs[..., 0] != EMPTY_LOCATION).sum(-1).max())
-            obs = obs[..., : max(used, 1), :]
-        obs = obs.reshape(-1, obs.shape[-2], 3).long()
-        loc = obs[..., 0]
-        key = obs[..., 1] * 256 + obs[..., 2]
-        index = self._feature_offset[key] + self._location_slot[loc]
-        weight = self._feature_weight[key] * self._location_ok[loc]
-        # Zero-weight tokens go to the padding row, which the bag skips (also in the backward pass).
-        index = index.masked_fill(weight == 0, self.pad)
-        return self.bag(index, per_sample_weights=weight).reshape(*lead, -1)
+        if obs.device.type == "cpu":
+            # On a GPU trimming would cost a device sync per call; padding tokens go to the padding row anyway.
+            obs = trim_padding(obs)
+        tokens = obs.shape[-2]
+        obs = obs.reshape(-1, 3).long()
+        key = obs[:, 1] * 256 + obs[:, 2]
+        # index_select rather than advanced indexing: the same gather at a third of the per-call cost.
+        index = (self._feature_offset.index_select(0, key) + self._location_slot.index_select(0, obs[:, 0])).clamp_(
+            max=self.pad
+        )
+        weight = self._feature_weight.index_select(0, key)
+        return self.bag(index.view(-1, tokens), per_sample_weights=weight.view(-1, tokens)).reshape(*lead, -1)
 
 
 class MLPNet(nn.Module):
@@ -142,15 +141,23 @@ class LSTMNet(nn.Module):
     def forward(self, obs: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], resets: torch.Tensor | None = None):
         x = torch.relu(self.encoder(obs))  # (L, B, H): the encoder runs once over the whole sequence
         h, c = state
-        if x.shape[0] == 1:  # one step (acting): the cell directly
+        if x.shape[0] == 1:  # one step (acting): no pieces to cut
             if resets is not None:
                 keep = (1.0 - resets[0]).unsqueeze(-1)
                 h, c = h * keep, c * keep
-            h, c = self.cell(x[0], (h, c))
-            out = h[None]
+            out, h_n, c_n = self._lstm(x, h, c)
+            h, c = h_n[0], c_n[0]
         else:
             out, (h, c) = self._sequence(x, h, c, resets)
         return self.actor(out), self.critic(out).squeeze(-1), (h, c)
+
+    def _lstm(self, inputs: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):
+        """nn.LSTM's kernel (mkldnn on CPU, cuDNN on GPU) with the cell's parameters: (out, h_n, c_n).
+
+        Also for a single step: on CPU it is 1.5x faster than LSTMCell (one fused GEMM for both inputs).
+        """
+        weights = [self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_ih, self.cell.bias_hh]
+        return torch._VF.lstm(inputs, (h0[None], c0[None]), weights, True, 1, 0.0, self.training, False, False)
 
     def _sequence(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, resets: torch.Tensor | None):
         """The cell applied over time with state zeroed at resets, as one fused LSTM call (same result).
@@ -170,16 +177,10 @@ class LSTMNet(nn.Module):
         else:
             starts = torch.zeros(batch, steps, dtype=torch.bool, device=device)
             starts[:, 0] = True
-        weights = [self.cell.weight_ih, self.cell.weight_hh, self.cell.bias_ih, self.cell.bias_hh]
-
-        def lstm(inputs: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor):
-            # nn.LSTM's kernel (mkldnn on CPU, cuDNN on GPU) with the cell's parameters.
-            return torch._VF.lstm(inputs, (h0[None], c0[None]), weights, True, 1, 0.0, self.training, False, False)
-
         starts = starts.reshape(-1)
         piece_start = starts.nonzero().squeeze(1)  # (P,) first position of each piece
         if len(piece_start) == batch:  # no reset after t=0: one piece per row
-            out, h_n, c_n = lstm(x, h, c)
+            out, h_n, c_n = self._lstm(x, h, c)
             return out, (h_n[0], c_n[0])
         piece = starts.long().cumsum(0) - 1  # piece of each position
         lengths = torch.diff(piece_start, append=piece_start.new_full((1,), starts.numel()))
@@ -193,7 +194,7 @@ class LSTMNet(nn.Module):
         c0 = torch.where(first, c.index_select(0, row_of_piece), zero)
         flat_x = x.transpose(0, 1).reshape(-1, hidden)
         padded = flat_x.new_zeros((longest, num_pieces, hidden)).index_put((offset, piece), flat_x)
-        out_padded, h_n, c_n = lstm(padded, h0, c0)
+        out_padded, h_n, c_n = self._lstm(padded, h0, c0)
         out = out_padded[offset, piece].view(batch, steps, -1).transpose(0, 1)
         # Final state per row: that of its last piece. The kernel's final state is taken after `longest` steps,
         # right only for pieces that long; shorter last pieces (from zero state) are rerun, grouped by length.
@@ -202,7 +203,7 @@ class LSTMNet(nn.Module):
         last_length = lengths_host[last_piece.cpu()]
         for length in torch.unique(last_length[last_length < longest]).tolist():
             rows = torch.nonzero(last_length == length).squeeze(1).to(device)
-            _, h_r, c_r = lstm(
+            _, h_r, c_r = self._lstm(
                 x[steps - length :].index_select(1, rows),
                 h.new_zeros(len(rows), hidden),
                 h.new_zeros(len(rows), hidden),

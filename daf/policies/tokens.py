@@ -6,6 +6,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 from mettagrid.simulator import AgentObservation
 
@@ -99,3 +100,20 @@ def vocabulary_index(name: str, vocabulary: tuple[str, ...]) -> int:
     if name in vocabulary:
         return vocabulary.index(name)
     return len(vocabulary) + zlib.crc32(name.encode()) % UNKNOWN_BUCKETS
+
+
+def trim_padding(obs: torch.Tensor) -> torch.Tensor:
+    """`obs[..., :used, :]` where `used` is the most tokens any observation of the batch holds.
+
+    mettagrid packs an observation's tokens first and pads the rest with EMPTY_LOCATION; a training batch
+    holds ~50 real tokens of 500, so everything downstream (copies, gathers, the embedding) shrinks ~10x.
+    Reads the tensor (a host sync on a GPU), so callers on a GPU do it once per batch, not per step.
+    """
+    if not obs.numel():
+        return obs
+    locations = obs[..., 0].reshape(-1, obs.shape[-2])
+    if obs.device.type == "cpu":  # numpy's strided compare takes half torch's time (this runs every acting step)
+        used = int((locations.numpy() != EMPTY_LOCATION).any(0).sum())
+    else:
+        used = int((locations != EMPTY_LOCATION).any(0).sum())
+    return obs[..., : max(used, 1), :]
