@@ -372,14 +372,21 @@ def _resampled_means(x: np.ndarray, n_resamples: int, rng: np.random.Generator) 
 def _resampled_prob_improvement(x: np.ndarray, y: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """Bootstrap replicates of P(X > Y) + 0.5 P(X == Y), resampling x and y independently.
 
-    Uses the rank form (Mann-Whitney U / (nx*ny)) with average ranks for ties, which equals the
-    tie-corrected probability and is vectorised over replicates (no nx*ny matrix per replicate).
+    A replicate is a count per original episode (how often the resample drew it): with K[i, j] = [x_i > y_j] +
+    [x_i == y_j] / 2, its Mann-Whitney U is wx' K wy, so all replicates are one matrix product. Exact (counts and
+    halves add without rounding) and ~10x faster than ranking every replicate, which dominated a comparison's
+    statistics stage.
     """
-    xb = x[rng.integers(0, x.size, size=(n_resamples, x.size))]
-    yb = y[rng.integers(0, y.size, size=(n_resamples, y.size))]
-    ranks = sps.rankdata(np.concatenate([xb, yb], axis=1), axis=1)
-    u = ranks[:, : x.size].sum(axis=1) - x.size * (x.size + 1) / 2.0
-    return u / (x.size * y.size)
+    wx = _resample_counts(x.size, n_resamples, rng)
+    wy = _resample_counts(y.size, n_resamples, rng)
+    k = (x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])
+    return ((wx @ k) * wy).sum(axis=1) / (x.size * y.size)
+
+
+def _resample_counts(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n): how many times each of n items is drawn by each resample of size n."""
+    idx = rng.integers(0, n, size=(n_resamples, n)) + n * np.arange(n_resamples)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_resamples * n).reshape(n_resamples, n).astype(float)
 
 
 # ---------------------------------------------------------------------------

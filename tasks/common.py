@@ -86,6 +86,10 @@ def configured(task: Task, config: DAFConfig, *, gpu: bool = False) -> Task:
         options["cache_expiration"] = timedelta(hours=config.cache_expiration_hours)
     if not config.use_cache:
         options["cache_policy"] = NO_CACHE
+    # Only GPU tasks are tagged. Prefect asks the server for the tag concurrency limits of every tagged task
+    # run; the default SQLite-backed server intermittently answers that call with 503 (database locked) and
+    # the client retries after 2 s, which made a 30 s comparison flow 4 s slower (bench/orchestration_overhead.py).
+    # A GPU task is long and needs the "gpu" limit, so it pays that.
     if gpu:
         options["tags"] = {*task.tags, "gpu"}
     return task.with_options(**options)

@@ -11,14 +11,14 @@ from daf.reports import write_report
 from daf.stats import ComparisonStatistics
 
 
-@task(name="comparison", tags=["daf"])
+@task(name="comparison")
 def statistics_task(evaluations: list[dict], alpha: float, correction: str, seed: int) -> dict:
     maybe_fail("comparison")
     results = [EvaluationResult.from_dict(e) for e in evaluations]
     return summarize(results, alpha=alpha, correction=correction, seed=seed).to_dict()
 
 
-@task(name="report", tags=["daf"])
+@task(name="report")
 def report_task(statistics: dict, metadata: dict, output_dir: str, title: str) -> dict:
     maybe_fail("report")
     paths = write_report(ComparisonStatistics.from_dict(statistics), metadata, output_dir, title=title)

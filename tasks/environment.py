@@ -12,7 +12,7 @@ class EnvironmentCheckError(RuntimeError):
     pass
 
 
-@task(name="environment_validation", tags=["daf"])
+@task(name="environment_validation")
 def check_environment_task(
     missions: list[str],
     policy_class_paths: list[str],

@@ -25,7 +25,6 @@ def _cache_key(context, parameters) -> str:
     cache_policy=CacheKeyFnPolicy(cache_key_fn=_cache_key),
     retry_condition_fn=retry_transient,
     persist_result=True,
-    tags=["daf"],
     **RETRY_OPTIONS,
 )
 def evaluate_task(entry: PolicyEntry, name: str, mission: str, episodes: int, seed: int, device: str = "cpu") -> dict:

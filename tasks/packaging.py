@@ -11,7 +11,7 @@ from daf.packaging import build_package, ensure_valid, validate_package
 from tasks.common import RETRY_OPTIONS, retry_transient
 
 
-@task(name="packaging", retry_condition_fn=retry_transient, tags=["daf"], **RETRY_OPTIONS)
+@task(name="packaging", retry_condition_fn=retry_transient, **RETRY_OPTIONS)
 def build_package_task(
     entry: PolicyEntry, output_dir: str, name: str, missions: list[str], evaluation: dict | None = None
 ) -> str:
@@ -19,7 +19,7 @@ def build_package_task(
     return str(build_package(to_spec(entry), output_dir, name=name, missions=missions, evaluation=evaluation))
 
 
-@task(name="package_validation", tags=["daf"])
+@task(name="package_validation")
 def validate_package_task(path: str, missions: list[str]) -> dict:
     report = ensure_valid(validate_package(path, missions=missions))
     return report.to_dict()

@@ -11,7 +11,7 @@ from tasks.artifacts import ProgressArtifact
 from tasks.common import RETRY_OPTIONS, retry_transient
 
 
-@task(name="sweep", retry_condition_fn=retry_transient, tags=["daf"], **RETRY_OPTIONS)
+@task(name="sweep", retry_condition_fn=retry_transient, **RETRY_OPTIONS)
 def sweep_task(config: DAFSweepConfig) -> dict:
     maybe_fail("sweep")
     logger = get_run_logger()

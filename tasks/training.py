@@ -31,7 +31,6 @@ def _cache_key(context, parameters) -> str:
     cache_policy=CacheKeyFnPolicy(cache_key_fn=_cache_key),
     retry_condition_fn=retry_transient,
     persist_result=True,
-    tags=["daf"],
     **RETRY_OPTIONS,
 )
 def train_task(config: DAFTrainingConfig) -> dict:

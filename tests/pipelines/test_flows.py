@@ -12,7 +12,7 @@ from mettagrid.policy.policy import PolicySpec
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from daf.config import DAFComparisonConfig, DAFTrainingConfig
+from daf.config import DAFComparisonConfig, DAFConfig, DAFTrainingConfig
 from daf.orchestrators import (
     daf_run_benchmark_pipeline,
     daf_run_comparison_pipeline,
@@ -190,3 +190,15 @@ def test_resource_config_rejected(bad, tmp_path):
     result = daf_run_comparison_pipeline(policies=["baseline"], missions=["training_facility_1"],
                                          episodes_per_mission=1, output_dir=str(tmp_path), **bad)
     assert result.status == "failed" and next(iter(bad)) in result.errors[0]
+
+
+def test_only_gpu_tasks_carry_a_tag():
+    # Every tagged task run costs a tag-concurrency request to the server (503-prone on SQLite): CPU tasks have
+    # none; GPU tasks carry "gpu", the tag the deployments' concurrency limit applies to.
+    from tasks.common import configured
+    from tasks.evaluation import evaluate_task
+    from tasks.training import train_task
+
+    for task_ in (evaluate_task, train_task):
+        assert configured(task_, DAFConfig()).tags == set()
+        assert configured(task_, DAFConfig(), gpu=True).tags == {"gpu"}
