@@ -6,6 +6,7 @@ Without PREFECT_API_URL, Prefect starts its embedded (ephemeral) server on first
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import time
@@ -74,11 +75,32 @@ def _start(model: type, pipeline: str, config: DAFConfig | None, arguments: dict
     return _run(flow_fn, pipeline, cfg, *extra)
 
 
+def _in_process_heartbeats():
+    """No flow-run heartbeats for a run in the caller's process, unless the user configured them.
+
+    Heartbeats let a server automation mark runs of a dead worker as crashed; here the caller's own process
+    runs the flow and sees any crash. They cost up to a second per run: Prefect's heartbeat thread sleeps in
+    1 s steps and the run waits for it to notice the end (a third of a cached comparison re-run, measured by
+    bench/orchestration_overhead.py). Deployments run on workers keep them. A heartbeat frequency set in the
+    environment or the profile (other than Prefect's default) is respected.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+    from prefect.settings.models.flows import FlowsSettings
+
+    configured = get_current_settings().flows.heartbeat_frequency
+    variables = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
+    chosen = any(name in os.environ for name in variables)
+    if chosen or configured != FlowsSettings.model_fields["heartbeat_frequency"].default:
+        return contextlib.nullcontext()
+    return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
 def _run(flow_fn, pipeline: str, cfg: DAFConfig, *args: Any) -> PipelineResult:
     from flows.common import task_runner_for
 
     started = time.perf_counter()
-    state = flow_fn.with_options(task_runner=task_runner_for(cfg))(cfg, *args, return_state=True)
+    with _in_process_heartbeats():
+        state = flow_fn.with_options(task_runner=task_runner_for(cfg))(cfg, *args, return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, PipelineResult):
         return result

@@ -52,7 +52,13 @@ def compare_and_report(
 ) -> None:
     """Statistics, then the report and UI artifacts; outputs go into the pipeline result."""
     statistics = pipeline.stage(
-        stats_stage, statistics_task, quote(evaluations), alpha, correction, config.seed, required=stats_required
+        stats_stage,
+        configured(statistics_task, config),
+        quote(evaluations),
+        alpha,
+        correction,
+        config.seed,
+        required=stats_required,
     )
     if statistics is None:
         return

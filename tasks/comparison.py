@@ -1,17 +1,28 @@
-"""Statistics and the report as tasks (cheap: not cached, never retried)."""
+"""Statistics and the report as tasks (never retried: they read only their inputs).
+
+Statistics are cached on the content of the evaluations: a resumed pipeline whose evaluations all come from
+the cache gets its statistics back too (a third of a cached comparison re-run's time otherwise). The report
+is always written: it goes into the new run's own directory.
+"""
 
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import CacheKeyFnPolicy
 
 from daf.comparison import summarize
 from daf.evaluation import EvaluationResult
 from daf.faults import maybe_fail
 from daf.reports import write_report
 from daf.stats import ComparisonStatistics
+from tasks.common import make_cache_key
 
 
-@task(name="comparison")
+def _statistics_key(context, parameters) -> str:
+    return make_cache_key(statistics_task.fn, parameters)
+
+
+@task(name="comparison", cache_policy=CacheKeyFnPolicy(cache_key_fn=_statistics_key), persist_result=True)
 def statistics_task(evaluations: list[dict], alpha: float, correction: str, seed: int) -> dict:
     maybe_fail("comparison")
     results = [EvaluationResult.from_dict(e) for e in evaluations]

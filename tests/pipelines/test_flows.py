@@ -112,6 +112,31 @@ def test_comparison_outputs_report_and_distinct_names(tmp_path):
     assert "random#2" in html and "assembler_1" in html
 
 
+def test_repeated_comparison_reuses_evaluations_and_statistics_but_writes_its_own_report(tmp_path):
+    kwargs = dict(policies=["baseline", "noop"], missions=["assembler_1"], episodes_per_mission=3, seed=11,
+                  output_dir=str(tmp_path))
+    first = daf_run_comparison_pipeline(**kwargs)
+    again = daf_run_comparison_pipeline(**kwargs)
+    fresh = daf_run_comparison_pipeline(**kwargs, use_cache=False)
+    for result in (first, again, fresh):
+        assert result.is_success(), result.errors
+
+    def states(result: PipelineResult) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for run in task_runs(result):
+            out.setdefault(run.name.rsplit("-", 1)[0], set()).add(run.state.name)
+        return out
+
+    assert states(first) == {"environment_validation": {"Completed"}, "evaluation": {"Completed"},
+                             "comparison": {"Completed"}, "report": {"Completed"}}
+    assert states(again)["evaluation"] == {"Cached"} and states(again)["comparison"] == {"Cached"}
+    assert states(again)["report"] == {"Completed"}
+    assert states(fresh)["evaluation"] == {"Completed"} and states(fresh)["comparison"] == {"Completed"}
+    assert again.outputs["statistics"] == first.outputs["statistics"] == fresh.outputs["statistics"]
+    assert again.outputs["report_html"] != first.outputs["report_html"]  # each run has its own report
+    assert Path(again.outputs["report_html"]).is_file() and Path(first.outputs["report_html"]).is_file()
+
+
 def _comparison_stats(tmp_path: Path, **kw) -> dict:
     config = DAFComparisonConfig(
         policies=[{"class_path": "baseline"}, {"class_path": "random"}, {"class_path": "noop"}],
@@ -202,3 +227,19 @@ def test_only_gpu_tasks_carry_a_tag():
     for task_ in (evaluate_task, train_task):
         assert configured(task_, DAFConfig()).tags == set()
         assert configured(task_, DAFConfig(), gpu=True).tags == {"gpu"}
+
+
+def test_in_process_runs_skip_heartbeats_unless_configured(monkeypatch):
+    # A run in the caller's process waits up to 1 s at its end for Prefect's heartbeat thread; without a
+    # user's own heartbeat setting, the orchestrators run without one.
+    from prefect.settings import get_current_settings
+
+    from daf.orchestrators import _in_process_heartbeats
+
+    default = get_current_settings().flows.heartbeat_frequency
+    with _in_process_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == default
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+    with _in_process_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency == default  # the user's choice is not overridden
