@@ -28,15 +28,31 @@ from daf.config import DAFSweepConfig  # noqa: E402
 from daf.stats import StatsConfig, bootstrap_mean_ci  # noqa: E402
 from daf.sweeps import SweepResult, run_sweep  # noqa: E402
 
+# Two hyperparameters (learning rate x entropy coefficient): the case a grid is run for, and the one where it
+# spends most of its budget on settings that are visibly bad early on.
 SIZES = {
-    "quick": {"budget": 98_304, "episodes": 6, "grid": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]},
-    "full": {"budget": 262_144, "episodes": 10, "grid": [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2]},
+    "quick": {
+        "budget": 98_304,
+        "episodes": 6,
+        "grid": {"learning_rate": [3e-4, 3e-3, 1e-2], "ent_coef": [0.001, 0.03]},
+    },
+    "full": {
+        "budget": 262_144,
+        "episodes": 10,
+        "grid": {"learning_rate": [3e-4, 1e-3, 3e-3, 1e-2], "ent_coef": [0.001, 0.01, 0.05]},
+    },
 }
 
 
-def sweep_config(name: str, size: dict, mission: str, output_dir: str, jobs: int, pruned: bool) -> DAFSweepConfig:
+def sweep_config(
+    name: str, size: dict, mission: str, output_dir: str, jobs: int, pruned: bool, pruner: str = "median"
+) -> DAFSweepConfig:
     grid = size["grid"]
-    space = {"learning_rate": {"low": min(grid), "high": max(grid), "log": True} if pruned else grid}
+    trials = int(np.prod([len(values) for values in grid.values()]))
+    if pruned:  # the log ranges spanning the grid, searched with as many trials as the grid has points
+        space = {name: {"low": min(v), "high": max(v), "log": True} for name, v in grid.items()}
+    else:
+        space = grid
     return DAFSweepConfig(
         name=name,
         output_dir=output_dir,
@@ -44,10 +60,12 @@ def sweep_config(name: str, size: dict, mission: str, output_dir: str, jobs: int
         missions=[mission],
         search_space=space,
         strategy="bayesian" if pruned else "grid",
-        num_trials=len(grid),
+        num_trials=trials,
         training_steps_per_trial=size["budget"],
         episodes_per_trial=size["episodes"],
-        pruner="median" if pruned else "none",
+        pruner=pruner if pruned else "none",
+        # Eight intermediate evaluations per trial: a hopeless trial stops after an eighth of its budget.
+        eval_interval_steps=size["budget"] // 8,
         max_parallel_jobs=jobs,
         device="cpu",
         seed=0,
@@ -65,7 +83,7 @@ def summarize(result: SweepResult, wall_s: float) -> dict:
         "pruned": states.count("PRUNED"),
         "failed": states.count("FAIL"),
         "agent_steps": sum(t["agent_steps"] or 0 for t in result.trials),
-        "best_lr": result.best_config.hyperparameters["learning_rate"],
+        "best": result.best_config.hyperparameters,
         "best_score": result.best_config.score,
         "ci": ci,
         "wall_s": wall_s,
@@ -82,16 +100,16 @@ def run(name: str, cfg: DAFSweepConfig) -> dict:
 
 def print_table(rows: dict[str, dict]) -> None:
     print(
-        f"\n{'sweep':<12}{'trials':>7}{'done':>6}{'pruned':>8}{'agent-steps':>13}{'best lr':>10}"
-        f"{'best score [95% CI]':>26}{'wall s':>9}"
+        f"\n{'sweep':<12}{'trials':>7}{'done':>6}{'pruned':>8}{'agent-steps':>13}"
+        f"{'best score [95% CI]':>26}{'wall s':>9}  best hyperparameters"
     )
     for name, r in rows.items():
         score = f"{r['best_score']:.1f} [{r['ci'][0]:.1f}, {r['ci'][1]:.1f}]"
         print(
             f"{name:<12}{r['trials']:>7}{r['completed']:>6}{r['pruned']:>8}{r['agent_steps']:>13,}"
-            f"{r['best_lr']:>10.2g}{score:>26}{r['wall_s']:>9.0f}"
+            f"{score:>26}{r['wall_s']:>9.0f}  " + ", ".join(f"{k}={v:.3g}" for k, v in r["best"].items())
         )
-    grid, tpe = rows["grid"], rows["tpe+median"]
+    grid, tpe = rows["grid"], rows["tpe+pruner"]
     ratio = tpe["agent_steps"] / grid["agent_steps"]
     reached = tpe["best_score"] >= grid["ci"][0]
     print(f"\nsteps ratio (pruned / grid): {ratio:.2f}")
@@ -117,13 +135,14 @@ def main() -> None:
     parser.add_argument("--mission", default="training_facility_1")
     parser.add_argument("--output-dir", default=None, help="default: a fresh temporary directory")
     parser.add_argument("--jobs", type=int, default=1, help="parallel trials per sweep")
+    parser.add_argument("--pruner", default="median", choices=["median", "hyperband"], help="the pruned sweep's pruner")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
     out = args.output_dir or tempfile.mkdtemp(prefix="daf-sweep-bench-")
     print(f"mission {args.mission}, per-trial budget {size['budget']:,} agent-steps, output {out}")
     rows = {
         "grid": run("grid", sweep_config("grid", size, args.mission, out, args.jobs, pruned=False)),
-        "tpe+median": run("tpe", sweep_config("tpe", size, args.mission, out, args.jobs, pruned=True)),
+        "tpe+pruner": run("tpe", sweep_config("tpe", size, args.mission, out, args.jobs, True, args.pruner)),
     }
     print_table(rows)
     with open(os.path.join(out, "sweep_efficiency.json"), "w") as fh:

@@ -88,8 +88,6 @@ _FINGERPRINT = (
     "training",
     "seed",
 )
-# Intermediate (pruning) evaluations use a few episodes per mission: enough to tell learning from not.
-_INTERMEDIATE_EPISODES = 3
 _TRIAL_ATTRS = (
     "duration_s",
     "checkpoint",
@@ -263,7 +261,8 @@ class _PruningHook:
         # Report at the interval boundary, so trials with other rollout sizes are compared at the same step.
         step = global_step // self.interval * self.interval
         self.next_report = step + self.interval
-        episodes = min(_INTERMEDIATE_EPISODES, self.config.episodes_per_trial)
+        # As many episodes as the final score: with 3 the pruner's verdicts were noise-driven (sweep bench).
+        episodes = self.config.episodes_per_trial
         rewards = {m: evaluate_policy(policy, m, episodes, self.config.seed).rewards for m in self.config.missions}
         value = _score(rewards, self.config.objective)
         self.trial.report(value, step)
@@ -342,7 +341,9 @@ def _sampler(
 
 def _pruner(config: DAFSweepConfig) -> optuna.pruners.BasePruner:
     if config.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+        # No verdicts in the first quarter of the budget: there every setting still scores near zero, and
+        # with finer intermediate evaluations the noise there pruned the sweep's best settings (sweep bench).
+        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=config.training_steps_per_trial // 4)
     if config.pruner == "hyperband":
         budget = config.training_steps_per_trial
         return optuna.pruners.HyperbandPruner(
