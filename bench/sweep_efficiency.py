@@ -1,14 +1,15 @@
-"""Sweep efficiency: a full learning-rate grid vs a pruned TPE sweep, same per-trial budget, real training.
+"""Sweep efficiency: a full grid vs a pruned TPE sweep over the same hyperparameters, same per-trial budget.
 
-Both sweeps train `mlp` on one mission with DAF's PPO trainer (daf.sweeps.run_sweep). The grid trains every
-learning rate to the full budget without pruning. The TPE sweep searches the log range spanning the grid
-with as many trials, and the median pruner stops trials that fall behind at the intermediate evaluations
-(every quarter of the budget). Reported per sweep: agent-steps trained (sum over trials, pruned trials up to
-where they stopped), the best score with a 95% bootstrap CI over the best trial's evaluation episodes,
-and the ratio of steps. Target: the pruned sweep's best lies within (or above) the grid best's CI with
-<= 50% of the grid's agent-steps.
+Both sweeps train `mlp` on one mission with DAF's PPO trainer (daf.sweeps.run_sweep) over learning rate x
+entropy coefficient. The grid trains every point to the full budget without pruning. The TPE sweep searches
+the log ranges spanning the grid with as many trials as the grid has points; the median pruner (DAF's
+default: no verdict before a quarter of the budget) stops trials that fall behind at the intermediate
+evaluations (every eighth of the budget, `episodes_per_trial` episodes each). Reported per sweep: agent-steps
+trained (sum over trials, pruned trials up to where they stopped), the best score with a 95% bootstrap CI
+over the best trial's evaluation episodes, and the ratio of steps. Target: the pruned sweep's best lies
+within (or above) the grid best's CI with <= 50% of the grid's agent-steps.
 
-    python bench/sweep_efficiency.py [--quick] [--mission M] [--output-dir DIR] [--jobs N]
+    python bench/sweep_efficiency.py [--quick] [--mission M] [--output-dir DIR] [--jobs N] [--pruner P] [--seed S]
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ SIZES = {
 
 
 def sweep_config(
-    name: str, size: dict, mission: str, output_dir: str, jobs: int, pruned: bool, pruner: str = "median"
+    name: str, size: dict, mission: str, output_dir: str, jobs: int, pruned: bool, pruner: str, seed: int
 ) -> DAFSweepConfig:
     grid = size["grid"]
     trials = int(np.prod([len(values) for values in grid.values()]))
@@ -68,7 +69,7 @@ def sweep_config(
         eval_interval_steps=size["budget"] // 8,
         max_parallel_jobs=jobs,
         device="cpu",
-        seed=0,
+        seed=seed,
     )
 
 
@@ -135,14 +136,15 @@ def main() -> None:
     parser.add_argument("--mission", default="training_facility_1")
     parser.add_argument("--output-dir", default=None, help="default: a fresh temporary directory")
     parser.add_argument("--jobs", type=int, default=1, help="parallel trials per sweep")
+    parser.add_argument("--seed", type=int, default=0, help="sweep seed (samplers, training, evaluation)")
     parser.add_argument("--pruner", default="median", choices=["median", "hyperband"], help="the pruned sweep's pruner")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
     out = args.output_dir or tempfile.mkdtemp(prefix="daf-sweep-bench-")
-    print(f"mission {args.mission}, per-trial budget {size['budget']:,} agent-steps, output {out}")
+    print(f"mission {args.mission}, seed {args.seed}, per-trial budget {size['budget']:,} agent-steps, output {out}")
     rows = {
-        "grid": run("grid", sweep_config("grid", size, args.mission, out, args.jobs, pruned=False)),
-        "tpe+pruner": run("tpe", sweep_config("tpe", size, args.mission, out, args.jobs, True, args.pruner)),
+        "grid": run("grid", sweep_config("grid", size, args.mission, out, args.jobs, False, "none", args.seed)),
+        "tpe+pruner": run("tpe", sweep_config("tpe", size, args.mission, out, args.jobs, True, args.pruner, args.seed)),
     }
     print_table(rows)
     with open(os.path.join(out, "sweep_efficiency.json"), "w") as fh:

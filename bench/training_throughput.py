@@ -6,6 +6,8 @@ default DAFTrainingConfig unless flags override it), then the raw rate again; th
 mean of the two raw measurements (it drifts when the machine is shared). Trainer rates are steady state:
 from the end of the first update to the end of the last one before the final checkpoint (imports, the first
 update and the final checkpoint/plot are left out); the overall rate reported by `train` is shown too.
+DAF's VecEnv alone (random actions; the trainer's own environment, which skips Simulation.step's Python
+wrapper) is measured too, with the trainer's ratio to it: a stricter bar than the target's.
 
 Targets: feed-forward >= 30% of raw, LSTM >= 20% of raw (pufferlib reaches ~25% / ~12%).
 
