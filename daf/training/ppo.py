@@ -182,8 +182,6 @@ def train(
     steps = config.num_steps
     horizon = min(config.bptt_horizon, steps)
     batch_size = steps * n
-    num_sequences = (steps // horizon) * n
-    minibatch = max(1, num_sequences // config.num_minibatches)
     total_updates = max(1, math.ceil(config.num_training_steps / batch_size))
 
     # --- rollout storage
@@ -263,23 +261,17 @@ def train(
             # ---- update over sequences of `horizon` steps
             torch.set_num_threads(update_threads)
             net.train()
-            stats = _ppo_update(
-                config,
-                net,
-                optimizer,
-                horizon,
-                n,
-                num_sequences,
-                minibatch,
-                trim_padding(obs_buf),  # once per rollout: every minibatch then gathers ~10x fewer bytes
-                actions,
-                logprobs,
-                resets,
-                values,
-                advantages,
-                returns,
-                chunk_states,
+            rollout = Rollout(
+                obs=trim_padding(obs_buf),  # once per rollout: every minibatch then gathers ~10x fewer bytes
+                actions=actions,
+                logprobs=logprobs,
+                resets=resets,
+                values=values,
+                advantages=advantages,
+                returns=returns,
+                chunk_states=chunk_states,
             )
+            stats = _ppo_update(config, net, optimizer, rollout, horizon)
 
             # ---- metrics, progress, checkpoints
             finished = envs.pop_finished()
@@ -343,37 +335,40 @@ def train(
     )
 
 
+@dataclass
+class Rollout:
+    """What one rollout leaves for the update: (steps, rows, ...) tensors on the training device."""
+
+    obs: torch.Tensor  # uint8 tokens
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    resets: torch.Tensor  # 1 where the row's episode starts at that step
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    chunk_states: list[torch.Tensor]  # recurrent state at the start of each `horizon` chunk: (chunks, rows, H)
+
+
 def _ppo_update(
     config: DAFTrainingConfig,
     net: nn.Module,
     optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
     horizon: int,
-    n: int,
-    num_sequences: int,
-    minibatch: int,
-    obs_buf,
-    actions,
-    logprobs,
-    resets,
-    values,
-    advantages,
-    returns,
-    chunk_states,
 ) -> dict[str, float]:
-    device = obs_buf.device
+    device = rollout.obs.device
+    steps, n = rollout.actions.shape
+    num_sequences = (steps // horizon) * n
+    minibatch = max(1, num_sequences // config.num_minibatches)
     offsets = torch.arange(horizon, device=device)
     # Rollout tensors seen as (steps * n, ...) so a minibatch is gathered with index_select (contiguous row
     # copies) rather than two-dimensional advanced indexing.
-    flat_obs = obs_buf.reshape(-1, *obs_buf.shape[2:])
+    flat_obs = rollout.obs.reshape(-1, *rollout.obs.shape[2:])
     flat = {
-        "actions": actions.reshape(-1),
-        "logprobs": logprobs.reshape(-1),
-        "resets": resets.reshape(-1),
-        "values": values.reshape(-1),
-        "advantages": advantages.reshape(-1),
-        "returns": returns.reshape(-1),
+        name: getattr(rollout, name).reshape(-1)
+        for name in ("actions", "logprobs", "resets", "values", "advantages", "returns")
     }
-    flat_states = [s.reshape(-1, s.shape[-1]) for s in chunk_states]
+    flat_states = [s.reshape(-1, s.shape[-1]) for s in rollout.chunk_states]
     # Statistics stay on the device until the end (no host sync per minibatch).
     clipfrac_sum, clipfrac_count = torch.zeros((), device=device), 0
     approx_kl = torch.zeros((), device=device)
@@ -430,7 +425,7 @@ def _ppo_update(
         if config.target_kl is not None and approx_kl > config.target_kl:
             break
 
-    y_pred, y_true = values.flatten(), returns.flatten()
+    y_pred, y_true = rollout.values.flatten(), rollout.returns.flatten()
     var_y = torch.var(y_true)
     explained = float("nan") if var_y == 0 else float(1 - torch.var(y_true - y_pred) / var_y)
     return {
