@@ -1,15 +1,17 @@
-"""Sweep efficiency: a full grid vs a pruned TPE sweep over the same hyperparameters, same per-trial budget.
+"""Sweep efficiency: a full grid vs a pruned TPE sweep given half the grid's compute, same per-trial budget.
 
 Both sweeps train `mlp` on one mission with DAF's PPO trainer (daf.sweeps.run_sweep) over learning rate x
-entropy coefficient. The grid trains every point to the full budget without pruning. The TPE sweep searches
-the log ranges spanning the grid with as many trials as the grid has points; the median pruner (DAF's
-default: no verdict before a quarter of the budget) stops trials that fall behind at the intermediate
-evaluations (every eighth of the budget, `episodes_per_trial` episodes each). Reported per sweep: agent-steps
-trained (sum over trials, pruned trials up to where they stopped), the best score with a 95% bootstrap CI
-over the best trial's evaluation episodes, and the ratio of steps. Target: the pruned sweep's best lies
-within (or above) the grid best's CI with <= 50% of the grid's agent-steps.
+entropy coefficient, every trial for the same budget of agent-steps. The grid trains every point to the full
+budget without pruning. The TPE sweep searches the log ranges spanning the grid with at most as many trials
+as the grid has points and a compute budget (`max_agent_steps`) of half the agent-steps the grid trained: it
+starts a trial only while a full trial still fits. The median pruner (DAF's default: no verdict before a
+quarter of the budget) stops trials that fall behind at the intermediate evaluations (every eighth of the budget,
+`episodes_per_trial` episodes each). Reported per sweep: agent-steps trained (sum over trials, pruned trials
+up to where they stopped), the best score with a 95% bootstrap CI over the best trial's evaluation episodes,
+and the ratio of steps. Target: the pruned sweep's best lies within (or above) the grid best's CI with <= 50%
+of the grid's agent-steps. `--seeds` repeats the comparison with other seeds (samplers, training, evaluation).
 
-    python bench/sweep_efficiency.py [--quick] [--mission M] [--output-dir DIR] [--jobs N] [--pruner P] [--seed S]
+    python bench/sweep_efficiency.py [--quick] [--mission M] [--output-dir DIR] [--jobs N] [--pruner P] [--seeds S ...]
 """
 
 from __future__ import annotations
@@ -46,26 +48,27 @@ SIZES = {
 
 
 def sweep_config(
-    name: str, size: dict, mission: str, output_dir: str, jobs: int, pruned: bool, pruner: str, seed: int
+    name: str, size: dict, mission: str, output_dir: str, jobs: int, pruner: str, seed: int, budget: int | None
 ) -> DAFSweepConfig:
+    """The grid when `budget` is None, else the pruned TPE sweep limited to `budget` agent-steps."""
     grid = size["grid"]
-    trials = int(np.prod([len(values) for values in grid.values()]))
-    if pruned:  # the log ranges spanning the grid, searched with as many trials as the grid has points
-        space = {name: {"low": min(v), "high": max(v), "log": True} for name, v in grid.items()}
-    else:
-        space = grid
+    points = int(np.prod([len(values) for values in grid.values()]))
+    pruned = budget is not None
     return DAFSweepConfig(
         name=name,
         output_dir=output_dir,
         policy_class_path="mlp",
         missions=[mission],
-        search_space=space,
+        # TPE searches the log ranges spanning the grid.
+        search_space={k: {"low": min(v), "high": max(v), "log": True} for k, v in grid.items()} if pruned else grid,
         strategy="bayesian" if pruned else "grid",
-        num_trials=trials,
+        # As many trials as the grid at most, and half its compute: whichever runs out first ends the sweep.
+        num_trials=points,
+        max_agent_steps=budget,
         training_steps_per_trial=size["budget"],
         episodes_per_trial=size["episodes"],
         pruner=pruner if pruned else "none",
-        # Eight intermediate evaluations per trial: a hopeless trial stops after an eighth of its budget.
+        # Eight intermediate evaluations per trial: a hopeless trial stops as soon as the pruner may judge it.
         eval_interval_steps=size["budget"] // 8,
         max_parallel_jobs=jobs,
         device="cpu",
@@ -99,7 +102,8 @@ def run(name: str, cfg: DAFSweepConfig) -> dict:
     return summarize(result, time.perf_counter() - started)
 
 
-def print_table(rows: dict[str, dict]) -> None:
+def print_table(rows: dict[str, dict]) -> dict:
+    """Print one seed's comparison; return its verdict."""
     print(
         f"\n{'sweep':<12}{'trials':>7}{'done':>6}{'pruned':>8}{'agent-steps':>13}"
         f"{'best score [95% CI]':>26}{'wall s':>9}  best hyperparameters"
@@ -113,42 +117,51 @@ def print_table(rows: dict[str, dict]) -> None:
     grid, tpe = rows["grid"], rows["tpe+pruner"]
     ratio = tpe["agent_steps"] / grid["agent_steps"]
     reached = tpe["best_score"] >= grid["ci"][0]
-    print(f"\nsteps ratio (pruned / grid): {ratio:.2f}")
-    print(f"pruned best within or above the grid best's 95% CI: {'yes' if reached else 'no'}")
-    print(f"target (reached with <= 50% of the steps): {'met' if reached and ratio <= 0.5 else 'not met'}")
-    # A second reading of the same run: agent-steps spent until a trial first scored within the grid best's CI.
+    # Agent-steps spent until a trial first scored within the grid best's CI.
     spent, first = 0, None
     for _number, steps, value in tpe["history"]:
         spent += steps
         if value is not None and value >= grid["ci"][0]:
             first = spent
             break
-    if first is None:
-        print("pruned sweep never scored within the grid best's CI")
-    else:
-        print(f"agent-steps until the pruned sweep first scored within the grid best's CI: {first:,} "
-              f"({first / grid['agent_steps']:.2f} of the grid's total)")
+    print(f"\nsteps ratio (pruned / grid): {ratio:.2f}")
+    print(f"pruned best within or above the grid best's 95% CI: {'yes' if reached else 'no'}")
+    if first is not None:
+        print(f"first within it after {first:,} agent-steps ({first / grid['agent_steps']:.2f} of the grid's total)")
+    met = reached and ratio <= 0.5
+    print(f"target (reached with <= 50% of the steps): {'met' if met else 'not met'}")
+    return {"ratio": ratio, "reached": reached, "first": first and first / grid["agent_steps"], "met": met}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small budgets (~2-3 min on 2 idle cores)")
+    parser.add_argument("--quick", action="store_true", help="small budgets (~3 min a seed on 2 idle cores)")
     parser.add_argument("--mission", default="training_facility_1")
     parser.add_argument("--output-dir", default=None, help="default: a fresh temporary directory")
     parser.add_argument("--jobs", type=int, default=1, help="parallel trials per sweep")
-    parser.add_argument("--seed", type=int, default=0, help="sweep seed (samplers, training, evaluation)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one comparison per seed")
     parser.add_argument("--pruner", default="median", choices=["median", "hyperband"], help="the pruned sweep's pruner")
     args = parser.parse_args()
     size = SIZES["quick" if args.quick else "full"]
     out = args.output_dir or tempfile.mkdtemp(prefix="daf-sweep-bench-")
-    print(f"mission {args.mission}, seed {args.seed}, per-trial budget {size['budget']:,} agent-steps, output {out}")
-    rows = {
-        "grid": run("grid", sweep_config("grid", size, args.mission, out, args.jobs, False, "none", args.seed)),
-        "tpe+pruner": run("tpe", sweep_config("tpe", size, args.mission, out, args.jobs, True, args.pruner, args.seed)),
-    }
-    print_table(rows)
+    results = {}
+    for seed in args.seeds:
+        print(f"\nmission {args.mission}, seed {seed}, per-trial budget {size['budget']:,} agent-steps, output {out}")
+        grid = run("grid", sweep_config(f"grid-s{seed}", size, args.mission, out, args.jobs, "none", seed, None))
+        budget = grid["agent_steps"] // 2
+        tpe_cfg = sweep_config(f"tpe-s{seed}", size, args.mission, out, args.jobs, args.pruner, seed, budget)
+        rows = {"grid": grid, "tpe+pruner": run("tpe", tpe_cfg)}
+        results[seed] = {"rows": rows, "verdict": print_table(rows)}
+    if len(results) > 1:
+        print(f"\n{'seed':>5}{'ratio':>7}{'reached':>9}{'first within CI':>17}  target")
+        for seed, r in results.items():
+            v = r["verdict"]
+            first = "never" if v["first"] is None else f"{v['first']:.2f}"
+            reached, met = "yes" if v["reached"] else "no", "met" if v["met"] else "not met"
+            print(f"{seed:>5}{v['ratio']:>7.2f}{reached:>9}{first:>17}  {met}")
+        print(f"target met at {sum(r['verdict']['met'] for r in results.values())} of {len(results)} seeds")
     with open(os.path.join(out, "sweep_efficiency.json"), "w") as fh:
-        json.dump({"size": size, "mission": args.mission, "rows": rows}, fh, indent=2)
+        json.dump({"size": size, "mission": args.mission, "seeds": results}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -229,7 +229,13 @@ class DAFSweepConfig(DAFConfig):
     num_trials: int | None = Field(default=None, ge=1, description="default: grid size, or 10")
     episodes_per_trial: int = Field(default=5, ge=1)
     training_steps_per_trial: int = Field(default=50_000, gt=0)
+    max_agent_steps: int | None = Field(
+        default=None, gt=0, description="compute budget: agent-steps all trials together may train"
+    )
     eval_interval_steps: int | None = Field(default=None, gt=0, description="intermediate evaluations for pruning")
+    pruner_warmup_steps: int | None = Field(
+        default=None, gt=0, description="no pruning verdict before these agent-steps; default: a quarter of the budget"
+    )
     objective: Literal["mean", "iqm"] = "mean"
     optimize_direction: Literal["maximize", "minimize"] = "maximize"
     pruner: Literal["median", "hyperband", "none"] = "median"
@@ -261,6 +267,28 @@ class DAFSweepConfig(DAFConfig):
         for dim in space.values():
             size *= len(dim)
         return size
+
+    @model_validator(mode="after")
+    def _warmup_within_budget(self) -> DAFSweepConfig:
+        if self.pruner_warmup_steps is not None and self.pruner_warmup_steps >= self.training_steps_per_trial:
+            raise ValueError(
+                f"pruner_warmup_steps ({self.pruner_warmup_steps}) must be below training_steps_per_trial "
+                f"({self.training_steps_per_trial}): no trial could be pruned"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _budget_fits_a_trial(self) -> DAFSweepConfig:
+        if self.max_agent_steps is not None and self.max_agent_steps < self.training_steps_per_trial:
+            raise ValueError(
+                f"max_agent_steps ({self.max_agent_steps}) is below training_steps_per_trial "
+                f"({self.training_steps_per_trial}): no trial could start"
+            )
+        return self
+
+    def pruner_warmup(self) -> int:
+        """Agent-steps before the pruner may judge a trial."""
+        return self.pruner_warmup_steps or max(1, self.training_steps_per_trial // 4)
 
     @model_validator(mode="after")
     def _grid_fits(self) -> DAFSweepConfig:

@@ -11,6 +11,11 @@ Storage and resume:
 - Running the same sweep again continues it: finished trials (COMPLETE, PRUNED, FAIL) are never re-run and
   only `total_trials() - finished` more trials run. Settings that change what a trial's value means
   (policy, missions, search space, budgets, objective, seed, ...) must match the stored study.
+- With `max_agent_steps` (a compute budget) a trial starts only while its full budget still fits beside the
+  agent-steps finished trials trained and the full budgets of trials running now; so the sweep never trains
+  more than the budget, however many trials pruning cuts short. Raising the budget and running the sweep again
+  continues it. (Parallel workers check it independently: two starting at the same instant can overshoot by
+  one trial budget.)
 - A trial still RUNNING when its process died is marked FAIL (user attr `interrupted`), does not count as
   finished, and is re-run as a new trial with the same parameters and the same run id, so its training
   resumes from the run's last checkpoint. This is safe because a lock file in the sweep directory allows one
@@ -335,19 +340,32 @@ def _sampler(
     seed = int(np.random.SeedSequence([config.seed, session, worker]).generate_state(1)[0])
     if config.strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    # TPE's default of 10 random start-up trials would make a 10-trial sweep plain random search.
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, config.total_trials() // 3)))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(config, cap=10))
+
+
+def startup_trials(config: DAFSweepConfig, cap: int) -> int:
+    """A third of the trials the sweep surely runs, 1 to `cap`: TPE's random start, the median's reference set."""
+    # Optuna's defaults (10 random trials for TPE, 5 completed for the median pruner) would make a 10-trial sweep
+    # plain random search that prunes nothing. Under a compute budget only the full trials it affords are sure:
+    # with num_trials 24, 8 of the ~10 trials a 6-trial budget ran were random (sweep bench).
+    trials = config.total_trials()
+    if config.max_agent_steps is not None:
+        trials = min(trials, config.max_agent_steps // config.training_steps_per_trial)
+    return max(1, min(cap, trials // 3))
 
 
 def _pruner(config: DAFSweepConfig) -> optuna.pruners.BasePruner:
+    # No verdict before the warm-up (a quarter of the budget by default): early on every setting scores near
+    # zero, and with finer intermediate evaluations the noise there pruned the sweep's best settings.
     if config.pruner == "median":
-        # No verdicts in the first quarter of the budget: there every setting still scores near zero, and
-        # with finer intermediate evaluations the noise there pruned the sweep's best settings (sweep bench).
-        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=config.training_steps_per_trial // 4)
+        # Judging against a single completed trial let one that was lucky early prune all eleven after it
+        # (sweep bench, seed 3); a median over a few is robust to that.
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=startup_trials(config, cap=5), n_warmup_steps=config.pruner_warmup()
+        )
     if config.pruner == "hyperband":
-        budget = config.training_steps_per_trial
         return optuna.pruners.HyperbandPruner(
-            min_resource=config.eval_interval_steps or max(1, budget // 4), max_resource=budget
+            min_resource=config.pruner_warmup(), max_resource=config.training_steps_per_trial
         )
     return optuna.pruners.NopPruner()
 
@@ -447,12 +465,24 @@ def _optimize(
     space = validate_search_space(config.search_space)
     study = _load_study(config, _storage(url), _sampler(config, space, worker, session))
     threads = max(1, (os.cpu_count() or 1) // config.max_parallel_jobs)
-    study.optimize(
-        _Objective(config, space, threads, workers),
-        n_trials=n_trials,
-        catch=(Exception,),
-        callbacks=[progress] if progress else None,
-    )
+    objective = _Objective(config, space, threads, workers)
+    # One trial at a time: the compute budget is checked before each trial starts.
+    for _ in range(n_trials):
+        if _budget_left(config, study) < config.training_steps_per_trial:
+            return
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress] if progress else None)
+
+
+def _agent_steps_trained(study: optuna.Study) -> int:
+    return sum(t.user_attrs.get("agent_steps") or 0 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
+
+
+def _budget_left(config: DAFSweepConfig, study: optuna.Study) -> float:
+    """Agent-steps of `max_agent_steps` not yet trained by finished trials nor reserved by running ones."""
+    if config.max_agent_steps is None:
+        return float("inf")
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    return config.max_agent_steps - _agent_steps_trained(study) - running * config.training_steps_per_trial
 
 
 def _run_trials(config: DAFSweepConfig, url: str, study: optuna.Study, n: int, progress: _Progress) -> None:
@@ -537,6 +567,12 @@ def _collect(config: DAFSweepConfig, url: str, study: optuna.Study) -> SweepResu
     )
     out = sweep_dir(config)
     plots, notes = _plots(study, out)
+    finished = sum(_counts_as_finished(t) for t in trials)
+    if config.max_agent_steps is not None and finished < config.total_trials():
+        notes.append(
+            f"stopped on the compute budget: {finished} of {config.total_trials()} trials ran, "
+            f"{_agent_steps_trained(study):,} of max_agent_steps {config.max_agent_steps:,} agent-steps trained"
+        )
     result = SweepResult(
         study_name=config.name,
         storage=url,

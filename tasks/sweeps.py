@@ -22,4 +22,7 @@ def sweep_task(config: DAFSweepConfig) -> dict:
         logger.info("trial %s %s value=%s (%s/%s)", record.get("number"), record.get("state"), record.get("value"),
                     record.get("completed"), record.get("total"))
 
-    return run_sweep(config, progress=on_trial).to_dict()
+    result = run_sweep(config, progress=on_trial)
+    for note in result.notes:  # e.g. the compute budget ended the sweep before num_trials
+        logger.info(note)
+    return result.to_dict()

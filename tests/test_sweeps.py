@@ -19,9 +19,9 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from daf.config import ConfigError, DAFSweepConfig
+from daf.config import ConfigError, DAFSweepConfig, validate_search_space
 from daf.policies.neural import load_weights
-from daf.sweeps import SweepError, run_sweep, storage_url, validate_sweep
+from daf.sweeps import SweepError, _pruner, _sampler, run_sweep, startup_trials, storage_url, validate_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 LEARNS = 131_072  # agent-steps: enough for lr 0.001 to clearly beat an untrained policy
@@ -79,7 +79,12 @@ def test_grid_sweep_trains_each_trial_with_its_own_learning_rate(tmp_path):
         assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_median_pruner_stops_a_bad_trial_before_its_budget(tmp_path):
+@pytest.mark.parametrize(
+    ("warmup", "judged_from"),
+    # By default no verdict before a quarter of the budget; a configured warm-up moves the first verdict.
+    [(None, LEARNS // 4), (LEARNS // 8, LEARNS // 8)],
+)
+def test_median_pruner_stops_a_bad_trial_before_its_budget(tmp_path, warmup, judged_from):
     # Seed 1 makes GridSampler run the list in order: the learning trial completes first.
     cfg = _config(
         tmp_path,
@@ -88,6 +93,7 @@ def test_median_pruner_stops_a_bad_trial_before_its_budget(tmp_path):
         seed=1,
         training_steps_per_trial=LEARNS,
         eval_interval_steps=LEARNS // 8,
+        pruner_warmup_steps=warmup,
         pruner="median",
     )
     good, bad = _by_number(run_sweep(cfg))
@@ -96,8 +102,8 @@ def test_median_pruner_stops_a_bad_trial_before_its_budget(tmp_path):
     assert sorted(good["intermediate_values"]) == [k * LEARNS // 8 for k in range(1, 8)]
     assert bad["state"] == "PRUNED"
     assert bad["value"] is None and bad["checkpoint"] is None
-    # Reported at an eighth of the budget but judged only from a quarter on (the median pruner's warm-up).
-    assert sorted(bad["intermediate_values"]) == [LEARNS // 8, LEARNS // 4]
+    # Reported every eighth of the budget and pruned at the first verdict, not before the warm-up ends.
+    assert sorted(bad["intermediate_values"]) == list(range(LEARNS // 8, judged_from + 1, LEARNS // 8))
     assert bad["agent_steps"] < LEARNS
     last_step = max(bad["intermediate_values"])
     assert bad["intermediate_values"][last_step] < good["intermediate_values"][last_step]
@@ -254,6 +260,59 @@ def test_invalid_setup_fails_before_any_training(tmp_path, overrides, pattern):
     with pytest.raises(SweepError, match=pattern):
         run_sweep(cfg)
     assert not (tmp_path / "out" / "sweeps" / "t" / "study.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "pattern"),
+    [
+        ({"pruner_warmup_steps": 8192}, r"pruner_warmup_steps \(8192\) must be below training_steps_per_trial"),
+        ({"max_agent_steps": 8191}, r"max_agent_steps \(8191\) is below training_steps_per_trial \(8192\)"),
+    ],
+)
+def test_pruner_and_budget_settings_are_checked_against_the_trial_budget(tmp_path, overrides, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        _config(tmp_path, search_space={"learning_rate": [0.001]}, **overrides)
+
+
+@pytest.mark.parametrize(
+    ("num_trials", "max_agent_steps", "tpe", "median"),
+    # A third of the trials the sweep surely runs: the trial count, or the full trials its budget affords.
+    [(12, None, 4, 4), (60, None, 10, 5), (2, None, 1, 1), (24, None, 8, 5), (24, 49152, 2, 2), (24, 57343, 2, 2)],
+)
+def test_random_start_and_median_reference_scale_with_the_trials_a_sweep_surely_runs(
+    tmp_path, num_trials, max_agent_steps, tpe, median
+):
+    cfg = _config(
+        tmp_path,
+        search_space={"learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}},
+        strategy="bayesian",
+        num_trials=num_trials,
+        max_agent_steps=max_agent_steps,
+        pruner="median",
+    )
+    assert startup_trials(cfg, cap=10) == tpe
+    assert startup_trials(cfg, cap=5) == median
+    assert _pruner(cfg)._n_startup_trials == median
+    assert _sampler(cfg, validate_search_space(cfg.search_space), 0, 0)._n_startup_trials == tpe
+
+
+def test_compute_budget_stops_starting_trials_and_can_be_raised_to_continue(tmp_path):
+    space = {"learning_rate": [0.001, 0.0005, 0.0002, 0.0001]}
+    # Room for two full trials and half of a third: the third must not start.
+    first = run_sweep(_config(tmp_path, name="budget", search_space=space, max_agent_steps=2 * 8192 + 4096))
+    trained = sum(t["agent_steps"] for t in first.trials)
+    assert [t["state"] for t in first.trials] == ["COMPLETE", "COMPLETE"]
+    assert 2 * 8192 <= trained <= 2 * 8192 + 4096
+    assert f"2 of 4 trials ran, {trained:,} of max_agent_steps 20,480 agent-steps trained" in " ".join(first.notes)
+
+    more = run_sweep(_config(tmp_path, name="budget", search_space=space, max_agent_steps=4 * 8192 + 4096))
+    assert [t["state"] for t in more.trials] == ["COMPLETE"] * 4
+    assert {t["learning_rate"] for t in (r["params"] for r in more.trials)} == set(space["learning_rate"])
+    # The first two trials were kept, not re-run.
+    assert [(t["number"], t["checkpoint"], t["duration_s"]) for t in more.trials[:2]] == [
+        (t["number"], t["checkpoint"], t["duration_s"]) for t in first.trials
+    ]
+    assert not any("compute budget" in note for note in more.notes)
 
 
 def test_a_crashing_trial_is_recorded_and_the_sweep_continues(tmp_path):
