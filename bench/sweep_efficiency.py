@@ -67,7 +67,7 @@ def sweep_config(
         max_agent_steps=budget,
         training_steps_per_trial=size["budget"],
         episodes_per_trial=size["episodes"],
-        pruner=pruner if pruned else "none",
+        pruner=pruner,
         # Eight intermediate evaluations per trial: a hopeless trial stops as soon as the pruner may judge it.
         eval_interval_steps=size["budget"] // 8,
         max_parallel_jobs=jobs,

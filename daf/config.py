@@ -269,21 +269,14 @@ class DAFSweepConfig(DAFConfig):
         return size
 
     @model_validator(mode="after")
-    def _warmup_within_budget(self) -> DAFSweepConfig:
+    def _fit_the_trial_budget(self) -> DAFSweepConfig:
+        budget = f"training_steps_per_trial ({self.training_steps_per_trial})"
         if self.pruner_warmup_steps is not None and self.pruner_warmup_steps >= self.training_steps_per_trial:
             raise ValueError(
-                f"pruner_warmup_steps ({self.pruner_warmup_steps}) must be below training_steps_per_trial "
-                f"({self.training_steps_per_trial}): no trial could be pruned"
+                f"pruner_warmup_steps ({self.pruner_warmup_steps}) must be below {budget}: no trial could be pruned"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _budget_fits_a_trial(self) -> DAFSweepConfig:
         if self.max_agent_steps is not None and self.max_agent_steps < self.training_steps_per_trial:
-            raise ValueError(
-                f"max_agent_steps ({self.max_agent_steps}) is below training_steps_per_trial "
-                f"({self.training_steps_per_trial}): no trial could start"
-            )
+            raise ValueError(f"max_agent_steps ({self.max_agent_steps}) is below {budget}: no trial could start")
         return self
 
     def pruner_warmup(self) -> int:
