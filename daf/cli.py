@@ -162,13 +162,11 @@ def _apply_set(data: dict[str, Any], assignment: str) -> None:
 
 
 def load_config(model: type[M], path: Path | None, flags: dict[str, Any], sets: list[str] | None = None) -> M:
-    """File, then flags (None = not given), then --set; checkpoints follow output_dir unless set explicitly."""
+    """File, then flags (None = not given), then --set."""
     data = _read_yaml(path) if path is not None else {}
     data.update({k: v for k, v in flags.items() if v is not None})
     for assignment in sets or []:
         _apply_set(data, assignment)
-    if "output_dir" in data and "checkpoint_dir" not in data and "checkpoint_dir" in model.model_fields:
-        data["checkpoint_dir"] = str(Path(data["output_dir"]) / "checkpoints")
     return model.from_dict(data, source=str(path) if path else "options")  # type: ignore[attr-defined]
 
 

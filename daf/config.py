@@ -69,7 +69,7 @@ class DAFConfig(_StrictModel):
     """Resources and locations shared by every pipeline."""
 
     output_dir: str = "daf_output"
-    checkpoint_dir: str = Field(default="daf_output/checkpoints", description="default: <output_dir>/checkpoints")
+    checkpoint_dir: str | None = Field(default=None, description="default (null): <output_dir>/checkpoints")
     max_checkpoints_to_keep: int = Field(default=3, ge=1)
     max_parallel_jobs: int = Field(default=1, ge=1, le=256)
     gpu_memory_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -82,13 +82,14 @@ class DAFConfig(_StrictModel):
     refresh_cache: bool = False
     cache_expiration_hours: float | None = Field(default=None, gt=0)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _checkpoints_under_output(cls, data: Any) -> Any:
-        # Checkpoints follow output_dir unless placed elsewhere on purpose.
-        if isinstance(data, dict) and "checkpoint_dir" not in data and "output_dir" in data:
-            data = {**data, "checkpoint_dir": f"{data['output_dir']}/checkpoints"}
-        return data
+    def checkpoint_root(self) -> Path:
+        """Where training runs keep checkpoints: checkpoint_dir when set, else <output_dir>/checkpoints.
+
+        Derived on use rather than stored, so that every way of changing output_dir moves the checkpoints with
+        it: a Python override of another config, a CLI flag, a YAML file, and the Prefect UI's run form, which
+        submits every field's default (a stored derived default would pin the old output_dir).
+        """
+        return Path(self.checkpoint_dir) if self.checkpoint_dir else Path(self.output_dir) / "checkpoints"
 
     def resources(self) -> dict[str, Any]:
         """The DAFConfig fields of this (possibly derived) config, to carry into another pipeline config."""

@@ -7,23 +7,17 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 
-REQUIRED_PACKAGES = {
-    "mettagrid": "0.26.22",
-    "torch": "2.13.0",
-    "prefect": "3.8.8",
-    "numpy": None,
-    "scipy": None,
-    "pydantic": None,
-    "optuna": None,
-    "jinja2": None,
-    "matplotlib": None,
-    "yaml": None,
-}
+# Modules DAF imports; the versions it is tested with are the ranges pyproject.toml declares.
+REQUIRED_PACKAGES = ("mettagrid", "torch", "prefect", "numpy", "scipy", "pydantic", "optuna", "jinja2", "matplotlib",
+                     "yaml")
 _DIST_NAMES = {"yaml": "pyyaml"}
 MIN_FREE_DISK_GB = 1.0
 
@@ -66,8 +60,23 @@ def _check_python(report: EnvironmentReport) -> None:
     report.add("python", OK if ok else ERROR, f"{v.major}.{v.minor}.{v.micro}" + ("" if ok else " (need >=3.11,<3.13)"))
 
 
+def _tested_ranges() -> dict[str, SpecifierSet]:
+    """Version ranges from DAF's installed metadata (pyproject.toml's dependencies): one list, not a copy."""
+    try:
+        declared = requires("daf") or []
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return {}
+    ranges = {}
+    for text in declared:
+        requirement = Requirement(text)
+        if requirement.marker is None:  # extras ("dev", "dask") are not what DAF needs to run
+            ranges[requirement.name.lower()] = requirement.specifier
+    return ranges
+
+
 def _check_packages(report: EnvironmentReport) -> None:
-    for module, pinned in REQUIRED_PACKAGES.items():
+    ranges = _tested_ranges()
+    for module in REQUIRED_PACKAGES:
         dist = _DIST_NAMES.get(module, module)
         try:
             importlib.import_module(module)
@@ -75,8 +84,9 @@ def _check_packages(report: EnvironmentReport) -> None:
         except (ImportError, PackageNotFoundError) as exc:
             report.add(f"package:{dist}", ERROR, f"not importable: {exc}")
             continue
-        if pinned and installed.split("+")[0] != pinned:
-            report.add(f"package:{dist}", WARNING, f"{installed} installed, DAF is tested with {pinned}")
+        tested = ranges.get(dist)
+        if tested and not tested.contains(installed.split("+")[0], prereleases=True):
+            report.add(f"package:{dist}", WARNING, f"{installed} installed, DAF is tested with {dist}{tested}")
         else:
             report.add(f"package:{dist}", OK, installed)
 

@@ -44,7 +44,7 @@ def _invalid(pipeline: str, message: str) -> PipelineResult:
 def _build(model: type, pipeline: str, config: DAFConfig | None, arguments: dict[str, Any]):
     """A validated pipeline config from a base config and keyword arguments (None means 'not given')."""
     base: dict[str, Any] = {}
-    # Only what the caller set: derived defaults (checkpoint_dir from output_dir) are derived again.
+    # Only what the caller set, so that the arguments override it field by field.
     if isinstance(config, model):
         base = config.model_dump(exclude_unset=True)
     elif isinstance(config, DAFConfig):
@@ -96,12 +96,14 @@ def _in_process_heartbeats():
 
 
 def _run(flow_fn, pipeline: str, cfg: DAFConfig, *args: Any) -> PipelineResult:
-    from flows.common import task_runner_for
+    from flows.common import PipelineFailed
 
     started = time.perf_counter()
     with _in_process_heartbeats():
-        state = flow_fn.with_options(task_runner=task_runner_for(cfg))(cfg, *args, return_state=True)
+        state = flow_fn(cfg, *args, return_state=True)
     result = state.result(raise_on_failure=False)
+    if isinstance(result, PipelineFailed):
+        result = result.result
     if isinstance(result, PipelineResult):
         return result
     # The flow itself crashed outside any stage (e.g. the engine lost its server).

@@ -291,7 +291,7 @@ class _Objective:
         started = time.perf_counter()
         try:
             tc = _training_config(self.config, params, run_number, self.threads, self.workers)
-            trial.set_user_attr("run_dir", str(Path(tc.checkpoint_dir) / tc.run_id))
+            trial.set_user_attr("run_dir", str(tc.checkpoint_root() / tc.run_id))
             return self._train_and_score(trial, tc, hook)
         except optuna.TrialPruned:
             raise
@@ -536,7 +536,12 @@ def run_sweep(config: DAFSweepConfig, progress: ProgressFn | None = None) -> Swe
         reporter = _Progress(progress, study, total)
         if remaining > 0:
             _run_trials(config, url, study, remaining, reporter)
-        return _collect(config, url, study)
+            return _collect(config, url, study)
+        done = (
+            f"study {config.name!r} in {url} already has {total - remaining} of {total} trials finished: no trial "
+            "ran; raise num_trials (or max_agent_steps) to continue it, or give the sweep another name"
+        )
+        return _collect(config, url, study, [done])
 
 
 def _trial_record(t: FrozenTrial) -> dict[str, Any]:
@@ -553,7 +558,7 @@ def _trial_record(t: FrozenTrial) -> dict[str, Any]:
     return record
 
 
-def _collect(config: DAFSweepConfig, url: str, study: optuna.Study) -> SweepResult:
+def _collect(config: DAFSweepConfig, url: str, study: optuna.Study, notes: list[str] | None = None) -> SweepResult:
     trials = study.get_trials(deepcopy=False)
     if not any(t.state == TrialState.COMPLETE for t in trials):
         problems = "; ".join(f"trial {t.number} {t.state.name}: {_trial_record(t)['error']}" for t in trials)
@@ -566,7 +571,8 @@ def _collect(config: DAFSweepConfig, url: str, study: optuna.Study) -> SweepResu
         checkpoint=best.user_attrs["checkpoint"],
     )
     out = sweep_dir(config)
-    plots, notes = _plots(study, out)
+    plots, plot_notes = _plots(study, out)
+    notes = [*(notes or []), *plot_notes]
     finished = sum(_counts_as_finished(t) for t in trials)
     if config.max_agent_steps is not None and finished < config.total_trials():
         notes.append(

@@ -15,8 +15,8 @@ case "${1:-}" in
 esac
 
 # The project's virtualenv when there is one (a checkout), else prefect on PATH (the image).
-prefect=prefect
-[ -x .venv/bin/prefect ] && prefect=.venv/bin/prefect
+prefect=prefect python=python
+[ -x .venv/bin/prefect ] && prefect=.venv/bin/prefect python=.venv/bin/python
 
 pool() {
   "$prefect" --no-prompt work-pool create "$1" --type "$2" --base-job-template "deployments/$3" --overwrite
@@ -36,6 +36,7 @@ if $local_only; then
 else
   selection=(--all)
 fi
-# DAF_HOME unset: prefect deploy would replace `{{ $DAF_HOME }}` in the pull step with this shell's value;
-# left as a placeholder, each worker resolves it to its own checkout.
-env -u DAF_HOME "$prefect" --no-prompt deploy "${selection[@]}" --prefect-file deployments/prefect.yaml
+"$prefect" --no-prompt deploy "${selection[@]}" --prefect-file deployments/prefect.yaml
+# A run of these deployments with a parameter their flow does not take is refused when it is created (instead of
+# crashing on the worker): see flows/deployment_steps.py.
+"$python" -m flows.deployment_steps refuse-unknown-parameters

@@ -1,10 +1,13 @@
-"""Mapping stage outcomes onto PipelineResult, and PipelineResult onto the flow run's final state.
+"""Mapping stage outcomes onto PipelineResult, PipelineResult onto the flow run's final state, and running a
+stage's tasks on the task runner the config names.
 
 status -> flow-run state:
   success -> Completed          (every stage ran)
   partial -> Completed, named "Partial"  (an optional stage failed; outputs of the others are kept)
   failed  -> Failed             (a required stage failed)
-Either way the PipelineResult is the state's data and is saved as `pipeline_result.json` in the run directory.
+Completed states carry the PipelineResult as data; a Failed state carries a `PipelineFailed` exception holding
+it (Prefect resolves a failed state's data into an exception on the worker path). Either way the result is
+saved as `pipeline_result.json` in the run directory.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from prefect import Task
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from daf.config import DAFConfig
 from daf.results import FAILED, PARTIAL, SUCCESS, PipelineResult
@@ -34,6 +39,17 @@ for _noisy in ("httpx", "httpcore"):
 
 class StageFailed(Exception):
     """A required stage failed; the pipeline stops."""
+
+
+class PipelineFailed(Exception):
+    """The data of a failed pipeline's final state: the PipelineResult, raised wherever Prefect resolves it."""
+
+    def __init__(self, result: PipelineResult):
+        super().__init__(f"{result.pipeline_name} pipeline failed: " + ("; ".join(result.errors) or "failed"))
+        self.result = result
+
+    def __reduce__(self):  # pickles (result persistence, process runners) with its result, not only the message
+        return (type(self), (self.result,))
 
 
 def error_message(exc: BaseException) -> str:
@@ -95,7 +111,7 @@ class Pipeline:
         except Exception as exc:  # an unreachable UI must not change the pipeline's outcome
             logging.getLogger(__name__).warning("could not publish the result artifact: %s", exc)
         if self.result.status == FAILED:
-            return Failed(message="; ".join(self.result.errors) or "failed", data=self.result)
+            return Failed(message="; ".join(self.result.errors) or "failed", data=PipelineFailed(self.result))
         if self.result.status == PARTIAL:
             return Completed(message="; ".join(self.result.errors), data=self.result, name="Partial")
         return Completed(message="all stages succeeded", data=self.result)
@@ -112,7 +128,7 @@ def run_pipeline(name: str, config: DAFConfig, body: Callable[[Pipeline], None])
     return pipeline.finish()
 
 
-def task_runner_for(config: DAFConfig):
+def task_runner_for(config: DAFConfig) -> TaskRunner:
     """Threads (default), processes, or a Dask cluster, bounded by max_parallel_jobs."""
     if config.task_runner == "process":
         from prefect.task_runners import ProcessPoolTaskRunner
@@ -125,3 +141,25 @@ def task_runner_for(config: DAFConfig):
             return DaskTaskRunner(address=config.dask_address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": config.max_parallel_jobs, "threads_per_worker": 1})
     return ThreadPoolTaskRunner(max_workers=config.max_parallel_jobs)
+
+
+def run_on_configured_runner(task: Task, calls: list[dict[str, Any]], config: DAFConfig, parallel: bool) -> list:
+    """`task(**call)` for every call, in order, on the runner `config` names: at most `max_parallel_jobs` task
+    runs in flight when `parallel`, else one at a time.
+
+    The runner is chosen here, inside the flow run, rather than on the flow: a deployment run started by a worker
+    calls the flow function itself, so a runner applied by a Python wrapper (`flow.with_options`) would not reach
+    it. The window of in-flight futures bounds runners that have no worker limit of their own (a Dask cluster).
+    """
+    window = config.max_parallel_jobs if parallel else 1
+    if config.task_runner == "thread" and window == 1:
+        return [task(**call) for call in calls]  # nothing runs beside it: no runner, no thread hop
+    results: list = []
+    in_flight: deque = deque()
+    with task_runner_for(config) as runner:
+        for call in calls:
+            if len(in_flight) >= window:
+                results.append(in_flight.popleft().result())
+            in_flight.append(runner.submit(task, parameters=call))
+        results.extend(future.result() for future in in_flight)
+    return results

@@ -9,7 +9,7 @@ from prefect.utilities.annotations import quote
 
 from daf.comparison import report_metadata, summary_statistics
 from daf.config import DAFConfig, PolicyEntry
-from flows.common import Pipeline
+from flows.common import Pipeline, run_on_configured_runner
 from tasks.artifacts import publish_leaderboard
 from tasks.common import configured
 from tasks.comparison import report_task, statistics_task
@@ -24,14 +24,14 @@ def evaluate_all(
     config: DAFConfig,
     parallel: bool,
 ) -> list[dict]:
-    """Every policy on every mission, each on its own; concurrent when `parallel` (bounded by the runner)."""
-    task_ = configured(evaluate_task, config)
+    """Every policy on every mission, each on its own, on the configured task runner; concurrent when `parallel`."""
     device = "cpu" if config.device == "cpu" else config.device.replace("auto", "cpu")
-    calls = [(entry, name, mission) for entry, name in zip(entries, names) for mission in missions]
-    if parallel:
-        futures = [task_.submit(e, n, m, episodes, config.seed, device) for e, n, m in calls]
-        return [f.result() for f in futures]
-    return [task_(e, n, m, episodes, config.seed, device) for e, n, m in calls]
+    calls = [
+        dict(entry=entry, name=name, mission=mission, episodes=episodes, seed=config.seed, device=device)
+        for entry, name in zip(entries, names)
+        for mission in missions
+    ]
+    return run_on_configured_runner(configured(evaluate_task, config), calls, config, parallel)
 
 
 def compare_and_report(

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The test suite: installs what it needs, lints, then runs pytest. Fails if pytest collects no tests.
+# The test suite: installs what it needs (the venv; PostgreSQL for the integration tests), lints, then runs pytest.
+# Fails if pytest collects no tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
+bash scripts/install_test_services.sh
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import (
@@ -12,6 +13,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from daf.reports.html import fmt_ci, fmt_num, md_escape
 from daf.results import PipelineResult
 
 
@@ -25,8 +27,9 @@ def publish_leaderboard(leaderboard: list[dict[str, Any]], markdown: str, report
         {
             "rank": e["rank"],
             "policy": e["policy"],
-            "mean": round(e["mean"], 3) if e["mean"] is not None else None,
-            "95% CI": f"[{e['ci_low']}, {e['ci_high']}]",
+            # Rounded as in the report: bootstrap bounds carry float noise (18.390000000000015) past 3 decimals.
+            "mean": fmt_num(e["mean"]),
+            "95% CI": fmt_ci(e["ci_low"], e["ci_high"]),
             "better than next (corrected)": e["significantly_better_than_next"],
         }
         for e in leaderboard
@@ -34,16 +37,27 @@ def publish_leaderboard(leaderboard: list[dict[str, Any]], markdown: str, report
     create_table_artifact(rows, key=_key(f"{key}-leaderboard"), description="Aggregate leaderboard")
     create_markdown_artifact(markdown, key=_key(f"{key}-summary"), description="Comparison summary")
     if report_html:
-        create_link_artifact(f"file://{report_html}", link_text="HTML report", key=_key(f"{key}-report"))
+        # Absolute: the UI resolves nothing against the flow run's working directory.
+        uri = Path(report_html).resolve().as_uri()
+        create_link_artifact(uri, link_text=f"HTML report ({uri})", key=_key(f"{key}-report"))
 
 
 def publish_pipeline_result(result: PipelineResult) -> None:
     lines = [f"### {result.pipeline_name}: **{result.status}** in {result.total_time_seconds:.1f}s", ""]
     lines += [f"- completed: `{s}`" for s in result.stages_completed]
     lines += [f"- failed: `{s}`" for s in result.stages_failed]
-    lines += [f"- error: {e}" for e in result.errors]
+    lines += [f"- error: {md_escape(e)}" for e in result.errors]
     simple = {k: v for k, v in result.outputs.items() if isinstance(v, str | int | float)}
     lines += ["", *(f"- {k}: `{v}`" for k, v in simple.items())]
+    if evaluations := result.outputs.get("evaluation_results"):
+        lines += ["", "| policy | mission | episodes | mean reward |", "|---|---|---|---|"]
+        lines += [
+            f"| {md_escape(e['policy'])} | {md_escape(e['mission'])} | {e['episodes']} | {fmt_num(e['mean_reward'])} |"
+            for e in evaluations
+        ]
+    if best := result.outputs.get("best_config"):
+        params = ", ".join(f"{k}={v}" for k, v in best.hyperparameters.items())
+        lines += ["", f"- best trial {best.trial_number}: score {fmt_num(best.score)} with {md_escape(params)}"]
     create_markdown_artifact("\n".join(lines), key=_key(f"{result.pipeline_name}-result"))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import os
 from datetime import timedelta
 from functools import lru_cache
@@ -27,6 +28,29 @@ RETRY_OPTIONS: dict[str, Any] = {
     "retry_delay_seconds": exponential_backoff(backoff_factor=2),
     "retry_jitter_factor": 0.2,
 }
+
+
+# Exceptions defined by DAF's own packages are deliberate: raised with a message that says what is wrong (an unknown
+# mission, a failed pipeline) and which stage. Prefect logs every failed task or flow run with a traceback, and on a
+# worker ends a failed flow run's log with "Engine execution exited with unexpected exception"; for these errors
+# that buries the one line that matters under frames of Prefect's engine. Anything else (a bug, a library error)
+# keeps its traceback.
+_DAF_PACKAGES = ("daf", "tasks", "flows")
+_PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
+
+
+class _OneLineForDeliberateErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__module__.split(".")[0] in _DAF_PACKAGES:
+            record.exc_info, record.exc_text = None, None
+            if "unexpected exception" in str(record.msg):  # Prefect's generic line: say what failed instead
+                record.msg, record.args = str(exc), ()
+        return True
+
+
+for _name in _PREFECT_RUN_LOGGERS:
+    logging.getLogger(_name).addFilter(_OneLineForDeliberateErrors())
 
 
 def is_transient(exc: BaseException) -> bool:

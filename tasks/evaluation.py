@@ -22,6 +22,7 @@ def _cache_key(context, parameters) -> str:
 
 @task(
     name="evaluation",
+    task_run_name="evaluation {name} on {mission}",
     cache_policy=CacheKeyFnPolicy(cache_key_fn=_cache_key),
     retry_condition_fn=retry_transient,
     persist_result=True,

@@ -11,7 +11,7 @@ from daf.packaging import build_package, ensure_valid, validate_package
 from tasks.common import RETRY_OPTIONS, retry_transient
 
 
-@task(name="packaging", retry_condition_fn=retry_transient, **RETRY_OPTIONS)
+@task(name="packaging", task_run_name="packaging {name}", retry_condition_fn=retry_transient, **RETRY_OPTIONS)
 def build_package_task(
     entry: PolicyEntry, output_dir: str, name: str, missions: list[str], evaluation: dict | None = None
 ) -> str:

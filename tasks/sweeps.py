@@ -11,7 +11,7 @@ from tasks.artifacts import ProgressArtifact
 from tasks.common import RETRY_OPTIONS, retry_transient
 
 
-@task(name="sweep", retry_condition_fn=retry_transient, **RETRY_OPTIONS)
+@task(name="sweep", task_run_name="sweep {config.name}", retry_condition_fn=retry_transient, **RETRY_OPTIONS)
 def sweep_task(config: DAFSweepConfig) -> dict:
     maybe_fail("sweep")
     logger = get_run_logger()
@@ -23,6 +23,7 @@ def sweep_task(config: DAFSweepConfig) -> dict:
                     record.get("completed"), record.get("total"))
 
     result = run_sweep(config, progress=on_trial)
-    for note in result.notes:  # e.g. the compute budget ended the sweep before num_trials
+    bar.update(1, 1)  # the sweep is done, also when no trial ran because its study was already complete
+    for note in result.notes:  # e.g. the study was complete already, or the compute budget ended the sweep
         logger.info(note)
     return result.to_dict()

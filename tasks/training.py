@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import CacheKeyFnPolicy
-from prefect.runtime import flow_run
+from prefect.runtime import flow_run, task_run
 
 from daf.config import DAFConfig, DAFTrainingConfig
 from daf.faults import maybe_fail
@@ -26,8 +26,14 @@ def _cache_key(context, parameters) -> str:
     return make_cache_key(train_task.fn, payload)
 
 
+def _run_name() -> str:
+    config: DAFTrainingConfig = task_run.parameters["config"]
+    return f"training {config.policy_class_path} on {', '.join(config.missions)}"
+
+
 @task(
     name="training",
+    task_run_name=_run_name,
     cache_policy=CacheKeyFnPolicy(cache_key_fn=_cache_key),
     retry_condition_fn=retry_transient,
     persist_result=True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -274,3 +276,30 @@ def test_unknown_attribute_assignment_is_refused():
     cfg = DAFConfig()
     with pytest.raises(pydantic.ValidationError):
         cfg.not_a_field = 1
+
+
+# ---------------------------------------------------------------- derived paths
+
+
+def test_checkpoints_follow_output_dir_however_it_is_changed(tmp_path):
+    from prefect.utilities.callables import parameter_schema
+
+    from daf.cli import load_config
+    from daf.orchestrators import _build
+    from flows.training import training_flow
+
+    expected = Path("b") / "checkpoints"
+    # Python: an override of output_dir on top of a config built with another one.
+    built = _build(DAFTrainingConfig, "training", DAFTrainingConfig(output_dir="a"), {"output_dir": "b"})
+    assert built.checkpoint_root() == expected
+    # CLI flags and a YAML file.
+    assert load_config(DAFTrainingConfig, None, {"output_dir": "b"}).checkpoint_root() == expected
+    assert DAFTrainingConfig.from_yaml(write(tmp_path, "output_dir: b\n")).checkpoint_root() == expected
+    # The Prefect UI's custom-run form submits every field with its schema default, then the user's edit.
+    schema = parameter_schema(training_flow).model_dump_for_openapi()
+    fields = schema["definitions"]["DAFTrainingConfig"]["properties"]
+    submitted = {name: field["default"] for name, field in fields.items() if "default" in field} | {"output_dir": "b"}
+    assert "checkpoint_dir" in submitted
+    assert DAFTrainingConfig.model_validate(submitted).checkpoint_root() == expected
+    # Set explicitly, it stays where it was put.
+    assert DAFTrainingConfig(output_dir="b", checkpoint_dir="elsewhere").checkpoint_root() == Path("elsewhere")

@@ -35,10 +35,10 @@ SPEC: dict[str, Any] = yaml.safe_load(PREFECT_FILE.read_text())
 DEPLOYMENTS: list[dict[str, Any]] = SPEC["deployments"]
 BY_NAME = {d["name"]: d for d in DEPLOYMENTS}
 FLOWS = {
-    "flows/training.py:training_flow": "training",
-    "flows/sweep.py:sweep_flow": "sweep",
-    "flows/comparison.py:comparison_flow": "comparison",
-    "flows/benchmark.py:benchmark_flow": "benchmark",
+    "flows.training:training_flow": "training",
+    "flows.sweep:sweep_flow": "sweep",
+    "flows.comparison:comparison_flow": "comparison",
+    "flows.benchmark:benchmark_flow": "benchmark",
 }
 GPU_REQUEST = [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
 # Pools as deploy.sh creates them (`pool NAME TYPE TEMPLATE`): the specs must agree with the script.
@@ -125,7 +125,7 @@ def test_misspelled_config_key_is_rejected():
     from prefect.exceptions import ParameterTypeError
     from prefect.utilities.callables import parameter_schema
 
-    flow = load_flow("flows/comparison.py:comparison_flow")
+    flow = load_flow("flows.comparison:comparison_flow")
     config = dict(BY_NAME["comparison-local"]["parameters"]["config"], episodes_per_misson=3)
     with pytest.raises(ParameterTypeError, match="episodes_per_misson"):
         flow.validate_parameters({"config": config})
@@ -144,7 +144,7 @@ def test_schedules_and_nightly_benchmark():
             CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
 
     nightly = BY_NAME["benchmark-nightly-gpu"]
-    assert nightly["entrypoint"] == "flows/benchmark.py:benchmark_flow"
+    assert nightly["entrypoint"] == "flows.benchmark:benchmark_flow"
     assert POOLS[nightly["work_pool"]["name"]][0] in ("docker", "kubernetes")
     (schedule,) = nightly["schedules"]
     assert schedule["timezone"] and schedule.get("active", True)
@@ -227,7 +227,7 @@ def test_docker_gpu_deployments_request_gpus():
 def test_pull_steps():
     workdir = re.search(r"^WORKDIR\s+(\S+)", DOCKERFILE.read_text(), re.M).group(1)
     step = "prefect.deployments.steps.set_working_directory"
-    assert SPEC["pull"] == [{step: {"directory": "{{ $DAF_HOME }}"}}]
+    assert SPEC["pull"] == [{"flows.deployment_steps.enter_checkout": {}}]
     for d in DEPLOYMENTS:
         if POOLS[d["work_pool"]["name"]][0] == "process":
             assert "pull" not in d, f"{d['name']}: checkout deployments use the top-level pull step"
@@ -263,7 +263,7 @@ def test_dockerfile_pins_match_pyproject():
         Requirement(r).name: Requirement(r)
         for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     }
-    for name in ("torch", "prefect", "mettagrid", "fastapi"):
+    for name in ("torch", "prefect", "mettagrid"):
         pin = f"{name}{deps[name].specifier}"
         assert f'"{pin}"' in text, f"docker/Dockerfile must install {pin} (pyproject.toml)"
     assert re.search(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu\d+", text)
@@ -402,3 +402,52 @@ def test_local_deployment_runs_end_to_end(tmp_path):
     finally:
         stop(server)
         server_log.close()
+
+
+def test_pull_step_enters_the_installed_checkout_or_daf_home(tmp_path, monkeypatch):
+    import flows
+    from flows.deployment_steps import CheckoutNotFound, enter_checkout
+
+    monkeypatch.chdir(tmp_path)  # a process worker starts each flow run in a temporary directory
+    monkeypatch.delenv("DAF_HOME", raising=False)
+    assert enter_checkout() == {"directory": str(REPO)} and Path.cwd() == REPO
+
+    (tmp_path / "flows").mkdir()
+    monkeypatch.setenv("DAF_HOME", str(tmp_path))
+    assert enter_checkout() == {"directory": str(tmp_path)} and Path.cwd() == tmp_path
+    monkeypatch.setenv("DAF_HOME", str(tmp_path / "flows"))
+    with pytest.raises(CheckoutNotFound, match=r"DAF_HOME=.* is not a DAF checkout: it has no flows/"):
+        enter_checkout()
+
+    # DAF installed as a plain package (no checkout around it) and no DAF_HOME: the error says what to set.
+    monkeypatch.delenv("DAF_HOME")
+    monkeypatch.setattr(flows, "__file__", str(tmp_path / "site-packages" / "flows" / "__init__.py"))
+    with pytest.raises(CheckoutNotFound, match=r"Start the worker with DAF_HOME set to a DAF checkout"):
+        enter_checkout()
+
+
+def test_compose_stack_wires_server_database_and_worker():
+    from sqlalchemy.engine import make_url
+
+    compose = yaml.safe_load((DEPLOY_DIR / "compose.yaml").read_text())
+    services = compose["services"]
+    workdir = re.search(r"^WORKDIR\s+(\S+)", DOCKERFILE.read_text(), re.M).group(1)
+    server = services["prefect-server"]
+    database = make_url(server["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"])
+    assert database.drivername == "postgresql+asyncpg" and database.host in services
+    db_env = services[database.host]["environment"]
+    assert (database.username, database.password, database.database) == (
+        db_env["POSTGRES_USER"], db_env["POSTGRES_PASSWORD"], db_env["POSTGRES_DB"]
+    )
+    port = server["entrypoint"][server["entrypoint"].index("--port") + 1]
+    assert server["ports"] == [f"{port}:{port}"]
+    assert server["environment"]["PREFECT_UI_API_URL"] == f"http://localhost:{port}/api"
+    for name in ("deploy", "worker"):
+        assert services[name]["image"] == server["image"] == "daf-worker:latest"
+        assert services[name]["environment"]["PREFECT_API_URL"] == f"http://prefect-server:{port}/api"
+    script = services["deploy"]["entrypoint"][0]
+    assert script == f"{workdir}/deployments/deploy.sh" and os.access(DEPLOY_SCRIPT, os.X_OK)
+    pool = services["worker"]["command"][services["worker"]["command"].index("--pool") + 1]
+    assert POOLS[pool][0] == "process"
+    assert services["worker"]["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
+    assert f"daf-output:{workdir}/daf_output" in services["worker"]["volumes"]

@@ -125,7 +125,7 @@ def validate_training_config(config: DAFTrainingConfig) -> None:
         )
     if config.policy_data_path is not None:
         load_weights(config.policy_data_path)
-    run_root = Path(config.checkpoint_dir)
+    run_root = config.checkpoint_root()
     try:
         run_root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -150,7 +150,7 @@ def train(
     np.random.seed(config.seed % 2**32)
 
     run_id = config.run_id or f"{config.policy_class_path.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:8]}"
-    run_dir = Path(config.checkpoint_dir) / run_id
+    run_dir = config.checkpoint_root() / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
 

@@ -124,8 +124,12 @@ def test_repeated_comparison_reuses_evaluations_and_statistics_but_writes_its_ow
     def states(result: PipelineResult) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
         for run in task_runs(result):
-            out.setdefault(run.name.rsplit("-", 1)[0], set()).add(run.state.name)
+            # Prefect names runs "<task>-<n>" unless the task names them: "evaluation <policy> on <mission>".
+            out.setdefault(run.name.split(" ")[0].rsplit("-", 1)[0], set()).add(run.state.name)
         return out
+
+    evaluations = {run.name for run in task_runs(first) if run.name.startswith("evaluation")}
+    assert evaluations == {"evaluation baseline on assembler_1", "evaluation noop on assembler_1"}
 
     assert states(first) == {"environment_validation": {"Completed"}, "evaluation": {"Completed"},
                              "comparison": {"Completed"}, "report": {"Completed"}}
@@ -243,3 +247,35 @@ def test_in_process_runs_skip_heartbeats_unless_configured(monkeypatch):
     monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
     with _in_process_heartbeats():
         assert get_current_settings().flows.heartbeat_frequency == default  # the user's choice is not overridden
+
+
+def test_deliberate_errors_are_one_log_line_and_other_errors_keep_their_traceback(tmp_path):
+    import logging
+    import sys
+
+    import prefect.main  # noqa: F401  (configures Prefect's logging, which would replace a handler added before)
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("prefect.task_runs")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        result = daf_run_comparison_pipeline(policies=["baseline"], missions=["nowhere"], episodes_per_mission=2,
+                                             output_dir=str(tmp_path))
+    finally:
+        logger.removeHandler(handler)
+    try:
+        raise KeyError("a bug")
+    except KeyError:
+        bug = logging.LogRecord(logger.name, logging.ERROR, __file__, 1, "Task run failed", (), sys.exc_info())
+    assert logger.filter(bug)
+    assert result.status == "failed" and result.stages_failed == ["environment_validation"]
+    errors = [r for r in records if r.levelno >= logging.ERROR]
+    assert any("unknown mission 'nowhere'" in r.getMessage() for r in errors)
+    assert [r.exc_info for r in errors] == [None] * len(errors)  # EnvironmentCheckError: no traceback
+    assert bug.exc_info is not None and bug.getMessage() == "Task run failed"  # not DAF's: the traceback stays
