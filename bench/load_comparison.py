@@ -28,12 +28,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 import stack  # noqa: E402  (the services the integration tests use)
 
-POLICIES = [
-    {"class_path": "baseline", "name": f"baseline-s{s}", "init_kwargs": {"seed": s}} for s in range(3)
-] + [{"class_path": "random", "name": f"random-s{s}", "init_kwargs": {"seed": s}} for s in range(3)] + [
-    {"class_path": "noop"},
-    {"class_path": "mlp", "name": "mlp-untrained"},
-]
+POLICIES = (
+    [{"class_path": "baseline", "name": f"baseline-s{s}", "init_kwargs": {"seed": s}} for s in range(3)]
+    + [{"class_path": "random", "name": f"random-s{s}", "init_kwargs": {"seed": s}} for s in range(3)]
+    + [
+        {"class_path": "noop"},
+        {"class_path": "mlp", "name": "mlp-untrained"},
+    ]
+)
 MISSIONS = ["training_facility_1", "training_facility_2", "assembler_1", "assembler_2"]
 # A server log line at WARNING or above ("12:00:00.000 | ERROR   | prefect.server..."), or a 5xx access line.
 _SERVER_PROBLEM = re.compile(r"\|\s*(WARNING|ERROR|CRITICAL)\s*\||\" 5\d\d\b|database is locked")
@@ -67,8 +69,13 @@ def run_against(database: str, directory: Path, episodes: int, workers: int) -> 
         with temporary_settings(settings):
             started = time.perf_counter()
             result = daf_run_comparison_pipeline(
-                policies=POLICIES, missions=MISSIONS, episodes_per_mission=episodes, parallel_evaluation=True,
-                max_parallel_jobs=workers, output_dir=str(directory / "out"), use_cache=False,
+                policies=POLICIES,
+                missions=MISSIONS,
+                episodes_per_mission=episodes,
+                parallel_evaluation=True,
+                max_parallel_jobs=workers,
+                output_dir=str(directory / "out"),
+                use_cache=False,
             )
             wall = time.perf_counter() - started
 
@@ -86,8 +93,14 @@ def run_against(database: str, directory: Path, episodes: int, workers: int) -> 
             cluster.stop()
     server_problems = [line for line in server.service.output(tail=10**8).splitlines() if _SERVER_PROBLEM.search(line)]
     ok = result.is_success() and not collector.records and not server_problems and states["evaluation:Completed"] == 32
-    return {"result": result, "wall": wall, "states": states, "client": collector.records,
-            "server": server_problems, "ok": ok}
+    return {
+        "result": result,
+        "wall": wall,
+        "states": states,
+        "client": collector.records,
+        "server": server_problems,
+        "ok": ok,
+    }
 
 
 def main() -> None:
@@ -107,8 +120,10 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"{len(POLICIES)} policies x {len(MISSIONS)} missions x {args.episodes} episodes, {args.workers} parallel "
-          "evaluations, through `prefect server start`")
+    print(
+        f"{len(POLICIES)} policies x {len(MISSIONS)} missions x {args.episodes} episodes, {args.workers} parallel "
+        "evaluations, through `prefect server start`"
+    )
     names = list(figures)
     print(f"{'':<36}" + "".join(f"{name:>14}" for name in names))
     rows = {

@@ -15,8 +15,12 @@ import os
 import tempfile
 import time
 
-POLICIES = ["baseline", "random", "noop", {"class_path": "baseline", "name": "baseline-seed2",
-                                           "init_kwargs": {"seed": 2}}]
+POLICIES = [
+    "baseline",
+    "random",
+    "noop",
+    {"class_path": "baseline", "name": "baseline-seed2", "init_kwargs": {"seed": 2}},
+]
 MISSIONS = ["training_facility_1", "training_facility_2", "assembler_1"]
 
 
@@ -37,8 +41,13 @@ def main() -> None:
 
     common = dict(missions=MISSIONS, episodes_per_mission=episodes, seed=7)
     with prefect_test_harness(server_startup_timeout=60):
-        warm = daf_run_comparison_pipeline(policies=["noop"], missions=MISSIONS[:1], episodes_per_mission=1,
-                                           output_dir=os.path.join(home, "warm"), use_cache=False)
+        warm = daf_run_comparison_pipeline(
+            policies=["noop"],
+            missions=MISSIONS[:1],
+            episodes_per_mission=1,
+            output_dir=os.path.join(home, "warm"),
+            use_cache=False,
+        )
         assert warm.is_success(), warm.errors
 
         started = time.perf_counter()

@@ -281,8 +281,9 @@ def _show_evaluations(evaluations: list[dict] | None, console: Console) -> None:
     for column in ("policy", "mission", "episodes", "mean reward"):
         table.add_column(column)
     for ev in evaluations:
-        table.add_row(escape(str(ev["policy"])), escape(str(ev["mission"])), str(ev["episodes"]),
-                      _fmt(ev["mean_reward"]))
+        table.add_row(
+            escape(str(ev["policy"])), escape(str(ev["mission"])), str(ev["episodes"]), _fmt(ev["mean_reward"])
+        )
     console.print(table)
 
 
@@ -303,8 +304,10 @@ def exit_for(result: Any) -> None:
     if code == EXIT_FAILED:
         _exit(code, f"{result.pipeline_name} pipeline failed in stage(s): {', '.join(result.stages_failed) or '?'}")
     if code == EXIT_PARTIAL:
-        _exit(code, f"{result.pipeline_name} pipeline partial: failed optional stage(s): "
-                    f"{', '.join(result.stages_failed)}")
+        _exit(
+            code,
+            f"{result.pipeline_name} pipeline partial: failed optional stage(s): {', '.join(result.stages_failed)}",
+        )
     raise typer.Exit(code)
 
 
@@ -355,8 +358,9 @@ def missions() -> None:
         table.add_column(column)
     for m in MISSIONS.values():
         objects = ", ".join(f"{k} x{v}" for k, v in m.objects.items()) + (f", wall x{m.walls}" if m.walls else "")
-        table.add_row(m.name, str(m.num_agents), f"{m.width}x{m.height}", objects, m.reward_rule, str(m.max_steps),
-                      m.description)
+        table.add_row(
+            m.name, str(m.num_agents), f"{m.width}x{m.height}", objects, m.reward_rule, str(m.max_steps), m.description
+        )
     _out().print(table)
 
 
@@ -390,8 +394,7 @@ def check(
         from daf.missions import list_missions
         from daf.policies.registry import list_policies
 
-        report = daf_check_environment(mission or list_missions(), policy or list(list_policies()), output_dir,
-                                       device)
+        report = daf_check_environment(mission or list_missions(), policy or list(list_policies()), output_dir, device)
         table = Table(title="environment")
         for column in ("check", "status", "message"):
             table.add_column(column)
@@ -401,8 +404,10 @@ def check(
         out = _out()
         out.print(table)
         healthy = report.is_healthy()
-        out.print(f"environment: {'[green]healthy[/]' if healthy else '[red]unhealthy[/]'} "
-                  f"({len(report.errors)} errors, {len(report.warnings)} warnings)")
+        out.print(
+            f"environment: {'[green]healthy[/]' if healthy else '[red]unhealthy[/]'} "
+            f"({len(report.errors)} errors, {len(report.warnings)} warnings)"
+        )
     if not healthy:
         _exit(EXIT_FAILED, "; ".join(f"{c.name}: {c.message}" for c in report.errors))
 
@@ -435,9 +440,16 @@ def train(
     from daf.config import DAFTrainingConfig
 
     with _handled():
-        flags = dict(policy_class_path=policy, policy_data_path=data_path, missions=mission,
-                     num_training_steps=steps, eval_missions=eval_mission, eval_episodes=eval_episodes,
-                     run_id=run_id, **_common(output_dir, device, seed))
+        flags = dict(
+            policy_class_path=policy,
+            policy_data_path=data_path,
+            missions=mission,
+            num_training_steps=steps,
+            eval_missions=eval_mission,
+            eval_episodes=eval_episodes,
+            run_id=run_id,
+            **_common(output_dir, device, seed),
+        )
         cfg = load_config(DAFTrainingConfig, config, flags, set_)
         check_missions([*cfg.missions, *cfg.eval_missions])
         entry = _entry(cfg.policy_class_path, cfg.policy_data_path)
@@ -445,8 +457,12 @@ def train(
 
         from daf.orchestrators import daf_run_training_pipeline
 
-        run_pipeline("training", lambda: daf_run_training_pipeline(config=cfg),
-                     evaluations=len(cfg.eval_missions), episodes_per_evaluation=cfg.eval_episodes)
+        run_pipeline(
+            "training",
+            lambda: daf_run_training_pipeline(config=cfg),
+            evaluations=len(cfg.eval_missions),
+            episodes_per_evaluation=cfg.eval_episodes,
+        )
 
 
 def _entry(class_path: str, data_path: str | None = None) -> Any:
@@ -460,8 +476,9 @@ def compare(
     config: ConfigOpt = None,
     policy: Annotated[
         list[str] | None,
-        typer.Option("--policy", "-p", help="class_path, class_path:data_path or name=class_path:data_path "
-                                           "(repeatable)."),
+        typer.Option(
+            "--policy", "-p", help="class_path, class_path:data_path or name=class_path:data_path (repeatable)."
+        ),
     ] = None,
     mission: MissionsOpt = None,
     episodes: Annotated[int | None, typer.Option("--episodes", "-n", help="Episodes per mission.")] = None,
@@ -479,17 +496,25 @@ def compare(
 
     with _handled():
         entries = [parse_policy(p) for p in policy] if policy else None
-        flags = dict(policies=entries, missions=mission, episodes_per_mission=episodes,
-                     parallel_evaluation=parallel, **_common(output_dir, device, seed))
+        flags = dict(
+            policies=entries,
+            missions=mission,
+            episodes_per_mission=episodes,
+            parallel_evaluation=parallel,
+            **_common(output_dir, device, seed),
+        )
         cfg = load_config(DAFComparisonConfig, config, flags, set_)
         check_missions(cfg.missions)
         check_policies(cfg.policies)
 
         from daf.orchestrators import daf_run_comparison_pipeline
 
-        run_pipeline("comparison", lambda: daf_run_comparison_pipeline(config=cfg),
-                     evaluations=len(cfg.policies) * len(cfg.missions),
-                     episodes_per_evaluation=cfg.episodes_per_mission)
+        run_pipeline(
+            "comparison",
+            lambda: daf_run_comparison_pipeline(config=cfg),
+            evaluations=len(cfg.policies) * len(cfg.missions),
+            episodes_per_evaluation=cfg.episodes_per_mission,
+        )
 
 
 @app.command()
@@ -524,8 +549,9 @@ def sweep(
         top = min(3, cfg.total_trials()) + 1  # the top trials plus the baseline
         run_pipeline(
             "sweep",
-            lambda: daf_run_sweep_pipeline(config=cfg, compare_best=compare_best,
-                                           comparison_episodes=comparison_episodes, parallel_stages=parallel),
+            lambda: daf_run_sweep_pipeline(
+                config=cfg, compare_best=compare_best, comparison_episodes=comparison_episodes, parallel_stages=parallel
+            ),
             trials=cfg.total_trials(),
             evaluations=top * len(cfg.missions) if compare_best else None,
             episodes_per_evaluation=comparison_episodes,
@@ -537,8 +563,12 @@ def benchmark(
     config: ConfigOpt = None,
     policy: Annotated[
         list[str] | None,
-        typer.Option("--policy", "-p", help="Policy to benchmark (repeatable; trained first when trainable without "
-                                           "data_path): class_path[:data_path] or name=class_path:data_path."),
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Policy to benchmark (repeatable; trained first when trainable without "
+            "data_path): class_path[:data_path] or name=class_path:data_path.",
+        ),
     ] = None,
     mission: MissionsOpt = None,
     training_mission: Annotated[
@@ -566,9 +596,17 @@ def benchmark(
 
     with _handled():
         entries = [parse_policy(p) for p in policy] if policy else None
-        flags = dict(policies=entries, missions=mission, training_missions=training_mission,
-                     episodes_per_mission=episodes, training_steps=training_steps, create_deployment_package=package,
-                     compare_baselines=baselines, parallel_evaluation=parallel, **_common(output_dir, device, seed))
+        flags = dict(
+            policies=entries,
+            missions=mission,
+            training_missions=training_mission,
+            episodes_per_mission=episodes,
+            training_steps=training_steps,
+            create_deployment_package=package,
+            compare_baselines=baselines,
+            parallel_evaluation=parallel,
+            **_common(output_dir, device, seed),
+        )
         cfg = load_config(DAFBenchmarkConfig, config, flags, set_)
         check_missions([*cfg.missions, *(cfg.training_missions or [])])
         given = {e.class_path for e in cfg.policies}
@@ -577,9 +615,12 @@ def benchmark(
 
         from daf.orchestrators import daf_run_benchmark_pipeline
 
-        run_pipeline("benchmark", lambda: daf_run_benchmark_pipeline(config=cfg),
-                     evaluations=(len(cfg.policies) + len(extra)) * len(cfg.missions),
-                     episodes_per_evaluation=cfg.episodes_per_mission)
+        run_pipeline(
+            "benchmark",
+            lambda: daf_run_benchmark_pipeline(config=cfg),
+            evaluations=(len(cfg.policies) + len(extra)) * len(cfg.missions),
+            episodes_per_evaluation=cfg.episodes_per_mission,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -635,8 +676,11 @@ def _evaluate_with_progress(entry: Any, missions_: list[str], episodes: int, see
             def advance(done: int, total: int, bar: Any = bar) -> None:
                 progress.update(bar, completed=done, total=total)
 
-            results.append(run_evaluation(to_spec(entry), mission, episodes, seed, policy_name=name, device=device,
-                                          progress=advance))
+            results.append(
+                run_evaluation(
+                    to_spec(entry), mission, episodes, seed, policy_name=name, device=device, progress=advance
+                )
+            )
     return results
 
 
@@ -660,8 +704,13 @@ def _show_evaluation_table(results: list[Any], seed: int, console: Console) -> N
     for r in results:
         rewards = np.asarray(r.rewards, dtype=float)
         low, high = bootstrap_mean_ci(rewards, StatsConfig(seed=seed), np.random.default_rng(seed))
-        table.add_row(escape(r.mission), str(len(rewards)), _fmt(float(rewards.mean())),
-                      escape(f"[{_fmt(low)}, {_fmt(high)}]"), f"{r.agent_steps_per_second:.0f}")
+        table.add_row(
+            escape(r.mission),
+            str(len(rewards)),
+            _fmt(float(rewards.mean())),
+            escape(f"[{_fmt(low)}, {_fmt(high)}]"),
+            f"{r.agent_steps_per_second:.0f}",
+        )
     console.print(table)
 
 
@@ -696,8 +745,9 @@ def package(
     with _handled():
         missions_ = mission or ["training_facility_1"]
         check_missions(missions_)
-        path = build_package(PolicySpec(class_path=policy, data_path=data_path), output_dir, name=name,
-                             missions=missions_)
+        path = build_package(
+            PolicySpec(class_path=policy, data_path=data_path), output_dir, name=name, missions=missions_
+        )
         report = validate_package(path, missions=missions_)
         out = _out()
         _show_validation(report, out)
@@ -723,8 +773,9 @@ def validate_package_command(
             raise BadInput(f"{path}: bundle not found")
         if mission:
             check_missions(mission)
-        report = validate_package(path, missions=mission, reward_threshold=reward_threshold,
-                                  eval_episodes=eval_episodes)
+        report = validate_package(
+            path, missions=mission, reward_threshold=reward_threshold, eval_episodes=eval_episodes
+        )
         _show_validation(report, _out())
     if not report.ok:
         _exit(EXIT_FAILED, "; ".join(report.errors) or "no check passed")

@@ -16,8 +16,18 @@ from packaging.specifiers import SpecifierSet
 OK, WARNING, ERROR = "ok", "warning", "error"
 
 # Modules DAF imports; the versions it is tested with are the ranges pyproject.toml declares.
-REQUIRED_PACKAGES = ("mettagrid", "torch", "prefect", "numpy", "scipy", "pydantic", "optuna", "jinja2", "matplotlib",
-                     "yaml")
+REQUIRED_PACKAGES = (
+    "mettagrid",
+    "torch",
+    "prefect",
+    "numpy",
+    "scipy",
+    "pydantic",
+    "optuna",
+    "jinja2",
+    "matplotlib",
+    "yaml",
+)
 _DIST_NAMES = {"yaml": "pyyaml"}
 MIN_FREE_DISK_GB = 1.0
 

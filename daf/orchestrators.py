@@ -126,8 +126,14 @@ def daf_run_training_pipeline(
     **overrides: Any,
 ) -> PipelineResult:
     """Environment validation -> training -> checkpoint saving -> (optional) evaluation."""
-    args = dict(policy_class_path=policy_class_path, missions=missions, num_training_steps=num_training_steps,
-                eval_missions=eval_missions, eval_episodes=eval_episodes, **overrides)
+    args = dict(
+        policy_class_path=policy_class_path,
+        missions=missions,
+        num_training_steps=num_training_steps,
+        eval_missions=eval_missions,
+        eval_episodes=eval_episodes,
+        **overrides,
+    )
     return _start(DAFTrainingConfig, "training", config, args)
 
 
@@ -156,8 +162,13 @@ def daf_run_comparison_pipeline(
     **overrides: Any,
 ) -> PipelineResult:
     """Environment validation -> policy comparison -> statistical significance testing -> report generation."""
-    args = dict(policies=policies, missions=missions, episodes_per_mission=episodes_per_mission,
-                parallel_evaluation=parallel_evaluation, **overrides)
+    args = dict(
+        policies=policies,
+        missions=missions,
+        episodes_per_mission=episodes_per_mission,
+        parallel_evaluation=parallel_evaluation,
+        **overrides,
+    )
     return _start(DAFComparisonConfig, "comparison", config, args)
 
 
@@ -170,6 +181,11 @@ def daf_run_benchmark_pipeline(
     **overrides: Any,
 ) -> PipelineResult:
     """Validation -> training (if no checkpoint) -> evaluation -> comparison with baselines -> deployment package."""
-    args = dict(policies=policies, missions=missions, episodes_per_mission=episodes_per_mission,
-                create_deployment_package=create_deployment_package, **overrides)
+    args = dict(
+        policies=policies,
+        missions=missions,
+        episodes_per_mission=episodes_per_mission,
+        create_deployment_package=create_deployment_package,
+        **overrides,
+    )
     return _start(DAFBenchmarkConfig, "benchmark", config, args)

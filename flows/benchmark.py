@@ -40,22 +40,44 @@ def benchmark_flow(config: DAFBenchmarkConfig) -> State:
 
         all_entries = entries + baselines
         evaluations = p.stage(
-            "evaluation", evaluate_all, all_entries, names, config.missions, config.episodes_per_mission,
-            config, config.parallel_evaluation,
+            "evaluation",
+            evaluate_all,
+            all_entries,
+            names,
+            config.missions,
+            config.episodes_per_mission,
+            config,
+            config.parallel_evaluation,
         )
         outputs["evaluation_results"] = evaluation_summary(evaluations)
         if len(all_entries) > 1:
             compare_and_report(
-                p, evaluations, all_entries, names, config.missions, config.episodes_per_mission, config,
-                alpha=config.alpha, correction=config.correction, title="DAF benchmark report",
-                stats_stage="comparison", report_stage="report_generation", stats_required=False,
+                p,
+                evaluations,
+                all_entries,
+                names,
+                config.missions,
+                config.episodes_per_mission,
+                config,
+                alpha=config.alpha,
+                correction=config.correction,
+                title="DAF benchmark report",
+                stats_stage="comparison",
+                report_stage="report_generation",
+                stats_required=False,
             )
         if config.create_deployment_package:
             best = _best_policy(evaluations, names[: len(entries)], outputs.get("statistics"))
             entry = entries[names.index(best)]
             package = p.stage(
-                "deployment_package", _package, entry, best, config, str(p.run_dir / "package"),
-                [e for e in outputs["evaluation_results"] if e["policy"] == best], required=False,
+                "deployment_package",
+                _package,
+                entry,
+                best,
+                config,
+                str(p.run_dir / "package"),
+                [e for e in outputs["evaluation_results"] if e["policy"] == best],
+                required=False,
             )
             if package is not None:
                 outputs["deployment_package"], outputs["package_validation"] = package
@@ -67,7 +89,10 @@ def _validate(config: DAFBenchmarkConfig, entries: list[PolicyEntry]) -> list[st
     names = display_names(entries)
     missions = [*config.missions, *(config.training_missions or [])]
     check_environment_task(
-        missions, [e.class_path for e in entries], config.output_dir, config.device,
+        missions,
+        [e.class_path for e in entries],
+        config.output_dir,
+        config.device,
         [(e.class_path, e.data_path) for e in entries],
     )
     return names

@@ -19,14 +19,30 @@ def comparison_flow(config: DAFComparisonConfig) -> State:
     def body(p: Pipeline) -> None:
         names = p.stage("environment_validation", _validate, config)
         evaluations = p.stage(
-            "policy_comparison", evaluate_all, config.policies, names, config.missions,
-            config.episodes_per_mission, config, config.parallel_evaluation,
+            "policy_comparison",
+            evaluate_all,
+            config.policies,
+            names,
+            config.missions,
+            config.episodes_per_mission,
+            config,
+            config.parallel_evaluation,
         )
         p.result.outputs["evaluation_results"] = evaluation_summary(evaluations)
         compare_and_report(
-            p, evaluations, config.policies, names, config.missions, config.episodes_per_mission, config,
-            alpha=config.alpha, correction=config.correction, title=config.report_title,
-            stats_stage="statistical_testing", report_stage="report_generation", stats_required=True,
+            p,
+            evaluations,
+            config.policies,
+            names,
+            config.missions,
+            config.episodes_per_mission,
+            config,
+            alpha=config.alpha,
+            correction=config.correction,
+            title=config.report_title,
+            stats_stage="statistical_testing",
+            report_stage="report_generation",
+            stats_required=True,
         )
 
     return run_pipeline("comparison", config, body)
@@ -35,7 +51,10 @@ def comparison_flow(config: DAFComparisonConfig) -> State:
 def _validate(config: DAFComparisonConfig) -> list[str]:
     names = display_names(config.policies)
     check_environment_task(
-        config.missions, [e.class_path for e in config.policies], config.output_dir, config.device,
+        config.missions,
+        [e.class_path for e in config.policies],
+        config.output_dir,
+        config.device,
         [(e.class_path, e.data_path) for e in config.policies],
     )
     return names

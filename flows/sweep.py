@@ -23,8 +23,15 @@ def sweep_flow(
 
     def body(p: Pipeline) -> None:
         outputs = p.result.outputs
-        p.stage("environment_validation", check_environment_task, config.missions, [config.policy_class_path],
-                config.output_dir, config.device, [(config.policy_class_path, config.policy_data_path)])
+        p.stage(
+            "environment_validation",
+            check_environment_task,
+            config.missions,
+            [config.policy_class_path],
+            config.output_dir,
+            config.device,
+            [(config.policy_class_path, config.policy_data_path)],
+        )
         # Trials run in parallel (up to max_parallel_jobs) only when parallel stages are asked for.
         run_cfg = config if parallel_stages else config.model_copy(update={"max_parallel_jobs": 1})
         sweep = p.stage("sweep_execution", sweep_task, run_cfg)
@@ -36,14 +43,33 @@ def sweep_flow(
         if compare_best:
             entries = _top_entries(sweep, config) + [PolicyEntry(class_path="baseline")]
             names = [e.name or e.class_path for e in entries]
-            evaluations = p.stage("comparison", evaluate_all, entries, names, config.missions, comparison_episodes,
-                                  config, parallel_stages, required=False)
+            evaluations = p.stage(
+                "comparison",
+                evaluate_all,
+                entries,
+                names,
+                config.missions,
+                comparison_episodes,
+                config,
+                parallel_stages,
+                required=False,
+            )
             if evaluations is not None:
                 outputs["evaluation_results"] = evaluation_summary(evaluations)
                 compare_and_report(
-                    p, evaluations, entries, names, config.missions, comparison_episodes, config,
-                    alpha=0.05, correction="holm", title=f"Sweep {config.name}: best trials",
-                    stats_stage="statistical_testing", report_stage="report_generation", stats_required=False,
+                    p,
+                    evaluations,
+                    entries,
+                    names,
+                    config.missions,
+                    comparison_episodes,
+                    config,
+                    alpha=0.05,
+                    correction="holm",
+                    title=f"Sweep {config.name}: best trials",
+                    stats_stage="statistical_testing",
+                    report_stage="report_generation",
+                    stats_required=False,
                 )
 
     return run_pipeline("sweep", config, body)

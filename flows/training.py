@@ -19,14 +19,21 @@ def training_flow(config: DAFTrainingConfig) -> State:
 
     def body(p: Pipeline) -> None:
         p.stage(
-            "environment_validation", check_environment_task,
-            [*config.missions, *config.eval_missions], [config.policy_class_path], config.output_dir, config.device,
+            "environment_validation",
+            check_environment_task,
+            [*config.missions, *config.eval_missions],
+            [config.policy_class_path],
+            config.output_dir,
+            config.device,
             [(config.policy_class_path, config.policy_data_path)],
         )
         training = p.stage("training", run_training, config, config)
         p.result.outputs["training"] = training
-        p.result.outputs["session"] = {"run_id": training["run_id"], "run_dir": training["run_dir"],
-                                       "config": config.model_dump(mode="json")}
+        p.result.outputs["session"] = {
+            "run_id": training["run_id"],
+            "run_dir": training["run_dir"],
+            "config": config.model_dump(mode="json"),
+        }
         p.stage("checkpoint_saving", _verify_checkpoint, training)
         p.result.outputs["final_checkpoint"] = training["final_checkpoint"]
         p.result.outputs["checkpoint_dir"] = training["checkpoint_dir"]
@@ -35,8 +42,15 @@ def training_flow(config: DAFTrainingConfig) -> State:
                 class_path=training["class_path"], data_path=training["final_checkpoint"], name=training["run_id"]
             )
             evaluations = p.stage(
-                "evaluation", evaluate_all, [entry], [entry.name], config.eval_missions, config.eval_episodes,
-                config, False, required=False,
+                "evaluation",
+                evaluate_all,
+                [entry],
+                [entry.name],
+                config.eval_missions,
+                config.eval_episodes,
+                config,
+                False,
+                required=False,
             )
             if evaluations is not None:
                 p.result.outputs["evaluation_results"] = evaluation_summary(evaluations)

@@ -19,8 +19,14 @@ def sweep_task(config: DAFSweepConfig) -> dict:
 
     def on_trial(record: dict) -> None:
         bar.update(record.get("completed", 0), record.get("total", 1))
-        logger.info("trial %s %s value=%s (%s/%s)", record.get("number"), record.get("state"), record.get("value"),
-                    record.get("completed"), record.get("total"))
+        logger.info(
+            "trial %s %s value=%s (%s/%s)",
+            record.get("number"),
+            record.get("state"),
+            record.get("value"),
+            record.get("completed"),
+            record.get("total"),
+        )
 
     result = run_sweep(config, progress=on_trial)
     bar.update(1, 1)  # the sweep is done, also when no trial ran because its study was already complete

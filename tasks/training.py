@@ -15,8 +15,16 @@ from tasks.artifacts import ProgressArtifact
 from tasks.common import RETRY_OPTIONS, configured, file_digest, make_cache_key, retry_transient, uses_gpu
 
 # Fields that change how a run is executed or shown, not what it learns.
-_NOT_IN_KEY = {"progress", "use_cache", "refresh_cache", "cache_expiration_hours", "task_runner", "dask_address",
-               "log_level", "max_parallel_jobs"}
+_NOT_IN_KEY = {
+    "progress",
+    "use_cache",
+    "refresh_cache",
+    "cache_expiration_hours",
+    "task_runner",
+    "dask_address",
+    "log_level",
+    "max_parallel_jobs",
+}
 
 
 def _cache_key(context, parameters) -> str:
@@ -54,8 +62,13 @@ def train_task(config: DAFTrainingConfig) -> dict:
         bar.update(record["step"], record["total_steps"])
         if record["step"] - last_logged[0] >= record["total_steps"] / 10 or record["step"] >= record["total_steps"]:
             last_logged[0] = record["step"]
-            logger.info("step %d/%d  %.0f agent-steps/s  episode reward %s", record["step"], record["total_steps"],
-                        record["sps"], record["episode_reward"])
+            logger.info(
+                "step %d/%d  %.0f agent-steps/s  episode reward %s",
+                record["step"],
+                record["total_steps"],
+                record["sps"],
+                record["episode_reward"],
+            )
 
     result = train(config, progress=on_progress)
     return result.to_dict()

@@ -34,9 +34,9 @@ def test_sigkill_during_packaging_leaves_no_bundle(tmp_path):
         from mettagrid.policy.policy import PolicySpec
         from daf.packaging import build_package
         torch.save({{"blob": torch.rand(60_000_000)}}, {str(weights)!r})
-        open({str(tmp_path / 'ready')!r}, "w").close()
+        open({str(tmp_path / "ready")!r}, "w").close()
         build_package(PolicySpec(class_path="baseline", data_path={str(weights)!r}), {str(out)!r}, name="big")
-        open({str(tmp_path / 'done')!r}, "w").close()
+        open({str(tmp_path / "done")!r}, "w").close()
     """
     child = _spawn(code)
     try:
@@ -59,7 +59,7 @@ def test_sigkill_during_report_writing_leaves_only_complete_files(tmp_path):
         while True:  # rewrite the report until killed
             write_report(stats, {{"seed": i}}, {str(out)!r})
             i += 1
-            open({str(tmp_path / 'written')!r}, "w").close()
+            open({str(tmp_path / "written")!r}, "w").close()
     """
     child = _spawn(code)
     try:

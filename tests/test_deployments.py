@@ -437,7 +437,9 @@ def test_compose_stack_wires_server_database_and_worker():
     assert database.drivername == "postgresql+asyncpg" and database.host in services
     db_env = services[database.host]["environment"]
     assert (database.username, database.password, database.database) == (
-        db_env["POSTGRES_USER"], db_env["POSTGRES_PASSWORD"], db_env["POSTGRES_DB"]
+        db_env["POSTGRES_USER"],
+        db_env["POSTGRES_PASSWORD"],
+        db_env["POSTGRES_DB"],
     )
     port = server["entrypoint"][server["entrypoint"].index("--port") + 1]
     assert server["ports"] == [f"{port}:{port}"]

@@ -366,10 +366,19 @@ def test_trained_lstm_round_trip(tmp_path: Path) -> None:
     from daf.config import DAFTrainingConfig
     from daf.training import train
 
-    trained = train(DAFTrainingConfig(
-        policy_class_path="lstm", missions=[MISSION], num_training_steps=4096, num_envs=4, num_steps=32,
-        bptt_horizon=8, checkpoint_dir=str(tmp_path / "ckpt"), run_id="bundle", progress=False,
-    ))
+    trained = train(
+        DAFTrainingConfig(
+            policy_class_path="lstm",
+            missions=[MISSION],
+            num_training_steps=4096,
+            num_envs=4,
+            num_steps=32,
+            bptt_horizon=8,
+            checkpoint_dir=str(tmp_path / "ckpt"),
+            run_id="bundle",
+            progress=False,
+        )
+    )
     spec = PolicySpec(class_path="lstm", data_path=trained.final_checkpoint)
     bundle = build_package(spec, tmp_path / "bundles", name="lstm", missions=[MISSION])
     with zipfile.ZipFile(bundle) as zf:

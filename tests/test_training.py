@@ -570,15 +570,22 @@ def test_user_policy_class_outside_daf_trains(tmp_path, monkeypatch):
     (package / "tiny.py").write_text(USER_POLICY)
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = DAFTrainingConfig(
-        policy_class_path="userpkg.tiny.TinyPolicy", missions=[MISSION], num_training_steps=120_000, hidden_size=64,
-        checkpoint_dir=str(tmp_path / "ckpt"), run_id="user", seed=3, torch_threads=1,
+        policy_class_path="userpkg.tiny.TinyPolicy",
+        missions=[MISSION],
+        num_training_steps=120_000,
+        hidden_size=64,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        run_id="user",
+        seed=3,
+        torch_threads=1,
     )
     result = train(cfg)
     assert result.class_path == "userpkg.tiny.TinyPolicy"
     spec = load_policy_spec_from_path(Path(result.checkpoint_dir))
     policy = initialize_or_load_policy(env_interface([get_mission(MISSION)]), spec)
     assert type(policy).__name__ == "TinyPolicy"
-    trained = evaluate(PolicySpec(class_path=cfg.policy_class_path, data_path=result.final_checkpoint), MISSION,
-                       episodes=20, seed=11)
+    trained = evaluate(
+        PolicySpec(class_path=cfg.policy_class_path, data_path=result.final_checkpoint), MISSION, episodes=20, seed=11
+    )
     ok, info = beats_random(trained.rewards, seed=11)
     assert ok, info

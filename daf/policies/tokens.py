@@ -82,14 +82,39 @@ def unpack_locations(loc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # mission assigns. The lists are append-only: a checkpoint records VOCABULARY_VERSION and is refused by a
 # network built with another. Names not listed share a few hashed buckets (crc32 is stable across runs).
 FEATURE_VOCABULARY: tuple[str, ...] = (
-    "agent:group", "agent_id", "episode_completion_pct", "goal", "last_action", "last_reward", "tag", "vibe",
-    "lp:east", "lp:north", "lp:south", "lp:west",
-    "inv:heart", "inv:heart:p1", "inv:ore", "inv:ore:p1", "inv:crystal", "inv:crystal:p1",
-    "protocol_input:heart", "protocol_input:ore", "protocol_input:crystal",
-    "protocol_output:heart", "protocol_output:ore", "protocol_output:crystal",
+    "agent:group",
+    "agent_id",
+    "episode_completion_pct",
+    "goal",
+    "last_action",
+    "last_reward",
+    "tag",
+    "vibe",
+    "lp:east",
+    "lp:north",
+    "lp:south",
+    "lp:west",
+    "inv:heart",
+    "inv:heart:p1",
+    "inv:ore",
+    "inv:ore:p1",
+    "inv:crystal",
+    "inv:crystal:p1",
+    "protocol_input:heart",
+    "protocol_input:ore",
+    "protocol_input:crystal",
+    "protocol_output:heart",
+    "protocol_output:ore",
+    "protocol_output:crystal",
 )
 TYPE_VOCABULARY: tuple[str, ...] = (
-    "agent", "wall", "heart_source", "assembler", "chest", "ore_extractor", "crystal_extractor",
+    "agent",
+    "wall",
+    "heart_source",
+    "assembler",
+    "chest",
+    "ore_extractor",
+    "crystal_extractor",
 )
 UNKNOWN_BUCKETS = 8
 VOCABULARY_VERSION = 1

@@ -45,8 +45,9 @@ def deployed(server: stack.PrefectServer) -> stack.PrefectServer:
     # Twice (deploy.sh must be idempotent), from a shell whose DAF_HOME names no checkout: nothing of the
     # deploying shell may reach the deployments.
     for _ in range(2):
-        stack.run([str(stack.REPO / "deployments" / "deploy.sh")], server.env | {"DAF_HOME": "/not/a/checkout"},
-                  timeout=240)
+        stack.run(
+            [str(stack.REPO / "deployments" / "deploy.sh")], server.env | {"DAF_HOME": "/not/a/checkout"}, timeout=240
+        )
     return server
 
 

@@ -154,8 +154,18 @@ def start_postgres(directory: Path) -> Postgres:
     # fsync off: a test database needs no durability, and fsyncs would dominate its latency.
     options = f"-p {port} -k {directory} -h 127.0.0.1 -c fsync=off -c max_connections=200"
     subprocess.run(
-        [*as_owner, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(directory / "log"), "-w",
-         "start"],
+        [
+            *as_owner,
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(directory / "log"),
+            "-w",
+            "start",
+        ],
         check=True,
         capture_output=True,
         timeout=120,
@@ -250,8 +260,18 @@ def start_dask(directory: Path, env: dict[str, str], workers: int = 1) -> tuple[
         services.append(
             start(
                 f"dask-worker-{i}",
-                [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
-                 "--name", f"worker-{i}"],
+                [
+                    str(BIN / "dask"),
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    "--host",
+                    "127.0.0.1",
+                    "--name",
+                    f"worker-{i}",
+                ],
                 env,
                 directory,
             )

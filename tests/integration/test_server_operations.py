@@ -44,8 +44,9 @@ def deployment_runs(runs, name: str) -> list:
 
 
 def test_scheduler_creates_the_nightly_benchmark_runs(runs):
-    nightly = next(d for d in yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
-                   if d["name"] == "benchmark-nightly-gpu")
+    nightly = next(
+        d for d in yaml.safe_load(PREFECT_FILE.read_text())["deployments"] if d["name"] == "benchmark-nightly-gpu"
+    )
     (schedule,) = nightly["schedules"]
     zone = ZoneInfo(schedule["timezone"])
     hour = int(schedule["cron"].split()[1])
@@ -65,8 +66,10 @@ def test_scheduler_creates_the_nightly_benchmark_runs(runs):
     for start in starts:
         local = start.astimezone(zone)
         assert (local.hour, local.minute) == (hour, 0), local
-    assert all(b - a == timedelta(days=1) or (b - a).total_seconds() in (23 * 3600, 25 * 3600)  # DST
-               for a, b in zip(starts, starts[1:]))
+    assert all(
+        b - a == timedelta(days=1) or (b - a).total_seconds() in (23 * 3600, 25 * 3600)  # DST
+        for a, b in zip(starts, starts[1:])
+    )
     assert "Can't evaluate bulk DML" not in runs.server.service.output(tail=10**7)
 
 
@@ -75,15 +78,23 @@ def test_interval_schedule_is_picked_up_by_a_worker_and_completes(runs, worker, 
     spec = yaml.safe_load(PREFECT_FILE.read_text())
     base = next(d for d in spec["deployments"] if d["name"] == "comparison-local")
     spec["deployments"] = [
-        {**base, "name": "comparison-every-10s", "schedules": [{"interval": 10}],
-         "parameters": {"config": comparison_config(out)}}
+        {
+            **base,
+            "name": "comparison-every-10s",
+            "schedules": [{"interval": 10}],
+            "parameters": {"config": comparison_config(out)},
+        }
     ]
     prefect_file = stack_dir / "every-10s.yaml"
     prefect_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     prefect = str(stack.BIN / "prefect")
-    stack.run([prefect, "--no-prompt", "deploy", "--name", "comparison-every-10s", "--prefect-file", str(prefect_file)],
-              runs.server.env, timeout=120)
+    stack.run(
+        [prefect, "--no-prompt", "deploy", "--name", "comparison-every-10s", "--prefect-file", str(prefect_file)],
+        runs.server.env,
+        timeout=120,
+    )
     try:
+
         def completed():
             return [r for r in deployment_runs(runs, "comparison/comparison-every-10s") if r.state.is_completed()]
 
@@ -131,8 +142,14 @@ def test_deployment_run_evaluates_on_the_configured_dask_cluster(runs, worker, s
     address, dask_services = stack.start_dask(stack_dir / "dask", runs.server.env, workers=1)
     try:
         out = stack_dir / "dask-out"
-        config = comparison_config(out, task_runner="dask", dask_address=address, parallel_evaluation=True,
-                                   max_parallel_jobs=2, use_cache=False)
+        config = comparison_config(
+            out,
+            task_runner="dask",
+            dask_address=address,
+            parallel_evaluation=True,
+            max_parallel_jobs=2,
+            use_cache=False,
+        )
         flow_run_id = runs.create("comparison/comparison-local", {"config": config})
         run = runs.wait_final(flow_run_id, timeout=180, worker=worker)
         assert run.state.is_completed(), f"{run.state}\n{runs.logs(flow_run_id)[-5:]}"

@@ -49,8 +49,13 @@ def _compare(tmp: Path, policies, missions=("training_facility_1",), **kw):
 
 
 def _train(tmp: Path, **kw):
-    args = dict(policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=1000,
-                output_dir=str(tmp / "out"), checkpoint_dir=str(tmp / "ckpt"))
+    args = dict(
+        policy_class_path="mlp",
+        missions=["training_facility_1"],
+        num_training_steps=1000,
+        output_dir=str(tmp / "out"),
+        checkpoint_dir=str(tmp / "ckpt"),
+    )
     return daf_run_training_pipeline(**{**args, **kw})
 
 
@@ -108,7 +113,7 @@ def _symlinked(tmp: Path) -> Path:
     with zipfile.ZipFile(out, "w") as z:
         z.writestr("policy_spec.json", '{"class_path": "baseline"}')
         info = zipfile.ZipInfo("weights/policy.pt")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         z.writestr(info, "/etc/passwd")
     return out
 
@@ -121,51 +126,98 @@ def _unwritable(tmp: Path) -> str:
 
 # (case id, action returning a PipelineResult or raising, expected message fragment)
 CASES: list[tuple[str, Callable[[Path], object], str]] = [
-    ("unknown mission suggests names", lambda t: _compare(t, ["baseline"], ["training_facilty_1"]),
-     "Did you mean: training_facility_1"),
+    (
+        "unknown mission suggests names",
+        lambda t: _compare(t, ["baseline"], ["training_facilty_1"]),
+        "Did you mean: training_facility_1",
+    ),
     ("unknown policy short name", lambda t: _compare(t, ["lstmm"]), "unknown policy 'lstmm'"),
     ("class path not found", lambda t: _compare(t, ["nopkg.NoPolicy"]), "cannot import module 'nopkg'"),
-    ("class is not a MultiAgentPolicy", lambda t: _compare(t, ["daf.config.DAFConfig"]),
-     "is not a mettagrid.policy.policy.MultiAgentPolicy subclass"),
-    ("missing data_path file", lambda t: _compare(t, [PolicySpec(class_path="lstm", data_path=str(t / "no.pt"))]),
-     "does not exist"),
-    ("truncated checkpoint", lambda t: _compare(t, [PolicySpec(class_path="lstm", data_path=_truncated(t))]),
-     "cannot be loaded safely"),
+    (
+        "class is not a MultiAgentPolicy",
+        lambda t: _compare(t, ["daf.config.DAFConfig"]),
+        "is not a mettagrid.policy.policy.MultiAgentPolicy subclass",
+    ),
+    (
+        "missing data_path file",
+        lambda t: _compare(t, [PolicySpec(class_path="lstm", data_path=str(t / "no.pt"))]),
+        "does not exist",
+    ),
+    (
+        "truncated checkpoint",
+        lambda t: _compare(t, [PolicySpec(class_path="lstm", data_path=_truncated(t))]),
+        "cannot be loaded safely",
+    ),
     ("corrupted checkpoint", lambda t: _train(t, policy_data_path=_corrupted(t)), "cannot be loaded safely"),
-    ("pickle payload checkpoint", lambda t: _compare(t, [PolicySpec(class_path="lstm", data_path=_pickle_payload(t))]),
-     "cannot be loaded safely"),
+    (
+        "pickle payload checkpoint",
+        lambda t: _compare(t, [PolicySpec(class_path="lstm", data_path=_pickle_payload(t))]),
+        "cannot be loaded safely",
+    ),
     ("non-trainable policy", lambda t: _train(t, policy_class_path="baseline"), "not trainable"),
     ("malformed YAML", lambda t: _yaml(t, "search_space: [unclosed\n"), "malformed YAML"),
-    ("unknown YAML key", lambda t: _yaml(t, "search_space: {learning_rate: [0.1]}\nlearning_rat: 3\n"),
-     "learning_rat: unknown key"),
+    (
+        "unknown YAML key",
+        lambda t: _yaml(t, "search_space: {learning_rate: [0.1]}\nlearning_rat: 3\n"),
+        "learning_rat: unknown key",
+    ),
     ("wrong type", lambda t: _train(t, num_training_steps="many"), "num_training_steps"),
     ("zero steps", lambda t: _train(t, num_training_steps=0), "num_training_steps: Input should be greater than 0"),
-    ("negative episodes", lambda t: daf_run_comparison_pipeline(
-        policies=["baseline"], missions=["training_facility_1"], episodes_per_mission=-1),
-     "episodes_per_mission: Input should be greater than or equal to 1"),
+    (
+        "negative episodes",
+        lambda t: daf_run_comparison_pipeline(
+            policies=["baseline"], missions=["training_facility_1"], episodes_per_mission=-1
+        ),
+        "episodes_per_mission: Input should be greater than or equal to 1",
+    ),
     ("empty mission list", lambda t: _compare(t, ["baseline"], []), "missions: List should have at least 1 item"),
     ("empty search space", lambda t: _yaml(t, "search_space: {}\n"), "search_space is empty"),
-    ("unknown hyperparameter", lambda t: _yaml(t, "search_space: {learning_rat: [0.1]}\n"),
-     "search_space.learning_rat: not a DAFTrainingConfig hyperparameter"),
-    ("invalid range", lambda t: _yaml(t, "strategy: random\nsearch_space: {learning_rate: {low: 1, high: 0}}\n"),
-     "search_space.learning_rate"),
-    ("invalid search value", lambda t: _yaml(t, "search_space: {gamma: [0.9, 2.0]}\n"),
-     "search_space.gamma: value 2.0 is invalid"),
-    ("unknown strategy", lambda t: _yaml(t, "strategy: genetic\nsearch_space: {learning_rate: [0.1]}\n"),
-     "strategy: Input should be 'grid', 'random' or 'bayesian'"),
+    (
+        "unknown hyperparameter",
+        lambda t: _yaml(t, "search_space: {learning_rat: [0.1]}\n"),
+        "search_space.learning_rat: not a DAFTrainingConfig hyperparameter",
+    ),
+    (
+        "invalid range",
+        lambda t: _yaml(t, "strategy: random\nsearch_space: {learning_rate: {low: 1, high: 0}}\n"),
+        "search_space.learning_rate",
+    ),
+    (
+        "invalid search value",
+        lambda t: _yaml(t, "search_space: {gamma: [0.9, 2.0]}\n"),
+        "search_space.gamma: value 2.0 is invalid",
+    ),
+    (
+        "unknown strategy",
+        lambda t: _yaml(t, "strategy: genetic\nsearch_space: {learning_rate: [0.1]}\n"),
+        "strategy: Input should be 'grid', 'random' or 'bayesian'",
+    ),
     ("gpu_memory_fraction out of range", lambda t: _train(t, gpu_memory_fraction=1.5), "gpu_memory_fraction"),
     ("CUDA requested without a GPU", lambda t: _train(t, device="cuda"), "device 'cuda' requested but torch sees no"),
-    ("unwritable output directory", lambda t: daf_run_comparison_pipeline(
-        policies=["baseline"], missions=["training_facility_1"], episodes_per_mission=1, output_dir=_unwritable(t)),
-     "is not writable"),
-    ("duplicate policy names", lambda t: _compare(t, [{"class_path": "baseline", "name": "x"},
-                                                       {"class_path": "random", "name": "x"}]),
-     "duplicate policy names: x"),
-    ("sweep without a sweep config", lambda t: daf_run_sweep_pipeline(config=DAFTrainingConfig()),
-     "a sweep needs a DAFSweepConfig"),
-    ("benchmark with unknown policy", lambda t: daf_run_benchmark_pipeline(
-        policies=["nope"], missions=["training_facility_1"], episodes_per_mission=1, output_dir=str(t / "o")),
-     "unknown policy 'nope'"),
+    (
+        "unwritable output directory",
+        lambda t: daf_run_comparison_pipeline(
+            policies=["baseline"], missions=["training_facility_1"], episodes_per_mission=1, output_dir=_unwritable(t)
+        ),
+        "is not writable",
+    ),
+    (
+        "duplicate policy names",
+        lambda t: _compare(t, [{"class_path": "baseline", "name": "x"}, {"class_path": "random", "name": "x"}]),
+        "duplicate policy names: x",
+    ),
+    (
+        "sweep without a sweep config",
+        lambda t: daf_run_sweep_pipeline(config=DAFTrainingConfig()),
+        "a sweep needs a DAFSweepConfig",
+    ),
+    (
+        "benchmark with unknown policy",
+        lambda t: daf_run_benchmark_pipeline(
+            policies=["nope"], missions=["training_facility_1"], episodes_per_mission=1, output_dir=str(t / "o")
+        ),
+        "unknown policy 'nope'",
+    ),
     ("tampered bundle", lambda t: validate_package(_tampered(t)), "policy_spec.json"),
     ("zip-slip bundle", lambda t: validate_package(_zip_slip(t)), "../evil.txt"),
     ("symlinked bundle entry", lambda t: validate_package(_symlinked(t)), "symlink"),
@@ -223,37 +275,107 @@ def _sweep_yaml(tmp: Path, text: str) -> str:
 
 
 CLI_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
-    ("unknown mission", lambda t: ["compare", "--policy", "baseline", "--mission", "training_facilty_1"], 2,
-     "Did you mean: training_facility_1"),
-    ("unknown policy", lambda t: ["compare", "--policy", "lstmm", "--mission", "training_facility_1"], 2,
-     "unknown policy 'lstmm'"),
-    ("class path not found", lambda t: ["compare", "--policy", "nopkg.NoPolicy", "--mission", "training_facility_1"],
-     2, "cannot import module 'nopkg'"),
-    ("not a MultiAgentPolicy", lambda t: ["compare", "--policy", "daf.config.DAFConfig", "--mission",
-                                          "training_facility_1"], 2, "is not a mettagrid.policy.policy"),
-    ("missing data_path", lambda t: ["compare", "--policy", f"lstm:{t / 'no.pt'}", "--mission", "training_facility_1"],
-     2, "does not exist"),
-    ("truncated checkpoint", lambda t: ["compare", "--policy", f"lstm:{_truncated(t)}", "--mission",
-                                        "training_facility_1", "--output-dir", str(t / "o")], 1,
-     "cannot be loaded safely"),
-    ("pickle payload", lambda t: ["compare", "--policy", f"lstm:{_pickle_payload(t)}", "--mission",
-                                  "training_facility_1", "--output-dir", str(t / "o")], 1, "cannot be loaded safely"),
-    ("non-trainable policy", lambda t: ["train", "--policy", "baseline", "--mission", "training_facility_1"], 2,
-     "not trainable"),
-    ("malformed YAML", lambda t: ["sweep", "--config", _sweep_yaml(t, "search_space: [unclosed\n")], 2,
-     "malformed YAML"),
-    ("unknown YAML key", lambda t: ["sweep", "--config", _sweep_yaml(t, "search_space: {learning_rate: [0.1]}\n"
-                                                                        "learning_rat: 3\n")], 2, "unknown key"),
+    (
+        "unknown mission",
+        lambda t: ["compare", "--policy", "baseline", "--mission", "training_facilty_1"],
+        2,
+        "Did you mean: training_facility_1",
+    ),
+    (
+        "unknown policy",
+        lambda t: ["compare", "--policy", "lstmm", "--mission", "training_facility_1"],
+        2,
+        "unknown policy 'lstmm'",
+    ),
+    (
+        "class path not found",
+        lambda t: ["compare", "--policy", "nopkg.NoPolicy", "--mission", "training_facility_1"],
+        2,
+        "cannot import module 'nopkg'",
+    ),
+    (
+        "not a MultiAgentPolicy",
+        lambda t: ["compare", "--policy", "daf.config.DAFConfig", "--mission", "training_facility_1"],
+        2,
+        "is not a mettagrid.policy.policy",
+    ),
+    (
+        "missing data_path",
+        lambda t: ["compare", "--policy", f"lstm:{t / 'no.pt'}", "--mission", "training_facility_1"],
+        2,
+        "does not exist",
+    ),
+    (
+        "truncated checkpoint",
+        lambda t: [
+            "compare",
+            "--policy",
+            f"lstm:{_truncated(t)}",
+            "--mission",
+            "training_facility_1",
+            "--output-dir",
+            str(t / "o"),
+        ],
+        1,
+        "cannot be loaded safely",
+    ),
+    (
+        "pickle payload",
+        lambda t: [
+            "compare",
+            "--policy",
+            f"lstm:{_pickle_payload(t)}",
+            "--mission",
+            "training_facility_1",
+            "--output-dir",
+            str(t / "o"),
+        ],
+        1,
+        "cannot be loaded safely",
+    ),
+    (
+        "non-trainable policy",
+        lambda t: ["train", "--policy", "baseline", "--mission", "training_facility_1"],
+        2,
+        "not trainable",
+    ),
+    (
+        "malformed YAML",
+        lambda t: ["sweep", "--config", _sweep_yaml(t, "search_space: [unclosed\n")],
+        2,
+        "malformed YAML",
+    ),
+    (
+        "unknown YAML key",
+        lambda t: ["sweep", "--config", _sweep_yaml(t, "search_space: {learning_rate: [0.1]}\nlearning_rat: 3\n")],
+        2,
+        "unknown key",
+    ),
     ("zero steps", lambda t: ["train", "--policy", "mlp", "--steps", "0"], 2, "num_training_steps"),
-    ("empty search space", lambda t: ["sweep", "--config", _sweep_yaml(t, "search_space: {}\n")], 2,
-     "search_space is empty"),
-    ("unknown strategy", lambda t: ["sweep", "--config", _sweep_yaml(t, "strategy: genetic\n"
-                                                                         "search_space: {learning_rate: [0.1]}\n")], 2,
-     "strategy"),
-    ("gpu_memory_fraction", lambda t: ["train", "--policy", "mlp", "--set", "gpu_memory_fraction=1.5"], 2,
-     "gpu_memory_fraction"),
-    ("duplicate names", lambda t: ["compare", "--policy", "x=baseline", "--policy", "x=random", "--mission",
-                                   "training_facility_1"], 2, "duplicate policy names: x"),
+    (
+        "empty search space",
+        lambda t: ["sweep", "--config", _sweep_yaml(t, "search_space: {}\n")],
+        2,
+        "search_space is empty",
+    ),
+    (
+        "unknown strategy",
+        lambda t: ["sweep", "--config", _sweep_yaml(t, "strategy: genetic\nsearch_space: {learning_rate: [0.1]}\n")],
+        2,
+        "strategy",
+    ),
+    (
+        "gpu_memory_fraction",
+        lambda t: ["train", "--policy", "mlp", "--set", "gpu_memory_fraction=1.5"],
+        2,
+        "gpu_memory_fraction",
+    ),
+    (
+        "duplicate names",
+        lambda t: ["compare", "--policy", "x=baseline", "--policy", "x=random", "--mission", "training_facility_1"],
+        2,
+        "duplicate policy names: x",
+    ),
     ("tampered bundle", lambda t: ["validate-package", str(_tampered(t))], 1, "policy_spec.json"),
     ("zip-slip bundle", lambda t: ["validate-package", str(_zip_slip(t))], 1, "../evil.txt"),
     ("symlinked bundle", lambda t: ["validate-package", str(_symlinked(t))], 1, "symlink"),

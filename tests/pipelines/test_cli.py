@@ -47,8 +47,23 @@ def assert_one_error_line(result, code: int) -> str:
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """One tiny mlp training run through `daf train` (with evaluation): (output dir, final checkpoint)."""
     out = tmp_path_factory.mktemp("train")
-    result = cli("train", "--policy", "mlp", "--mission", MISSION, "--steps", 8000, "--eval-mission", MISSION,
-                 "--eval-episodes", 2, "--output-dir", out, "--set", "num_envs=4")
+    result = cli(
+        "train",
+        "--policy",
+        "mlp",
+        "--mission",
+        MISSION,
+        "--steps",
+        8000,
+        "--eval-mission",
+        MISSION,
+        "--eval-episodes",
+        2,
+        "--output-dir",
+        out,
+        "--set",
+        "num_envs=4",
+    )
     assert result.exit_code == 0, result.output
     assert "training pipeline" in result.stdout and "success" in result.stdout
     checkpoint = printed_path(result.stdout, "final_checkpoint")
@@ -150,8 +165,19 @@ def test_evaluate_trained_policy(trained, tmp_path):
 
 
 def test_compare(tmp_path):
-    result = cli("compare", "--policy", "baseline", "--policy", "rnd=random", "--mission", MISSION,
-                 "--episodes", 2, "--output-dir", tmp_path)
+    result = cli(
+        "compare",
+        "--policy",
+        "baseline",
+        "--policy",
+        "rnd=random",
+        "--mission",
+        MISSION,
+        "--episodes",
+        2,
+        "--output-dir",
+        tmp_path,
+    )
     assert result.exit_code == 0, result.output
     assert printed_path(result.stdout, "report_html").is_file()
     assert "leaderboard" in result.stdout
@@ -161,8 +187,21 @@ def test_compare(tmp_path):
 
 def test_failed_pipeline_exits_1_and_names_the_stage(tmp_path, faults):
     faults("evaluation:permanent")
-    result = cli("compare", "--policy", "baseline", "--policy", "noop", "--mission", MISSION, "--episodes", 2,
-                 "--seed", 4242, "--output-dir", tmp_path)  # a new seed: a cached evaluation would skip the fault
+    result = cli(
+        "compare",
+        "--policy",
+        "baseline",
+        "--policy",
+        "noop",
+        "--mission",
+        MISSION,
+        "--episodes",
+        2,
+        "--seed",
+        4242,
+        "--output-dir",
+        tmp_path,
+    )  # a new seed: a cached evaluation would skip the fault
     assert result.exit_code == 1, result.output
     assert "policy_comparison" in result.stdout and "failed" in result.stdout
     assert "error: comparison pipeline failed in stage(s): policy_comparison" in result.stderr
@@ -195,8 +234,18 @@ def test_sweep(tmp_path):
 def test_benchmark_partial_exits_3(trained, tmp_path, faults):
     _, checkpoint = trained  # given weights: the benchmark skips training (the subprocess test below trains)
     faults("packaging:permanent")
-    result = cli("benchmark", "--policy", f"tiny=mlp:{checkpoint}", "--mission", MISSION, "--episodes", 2,
-                 "--package", "--output-dir", tmp_path)
+    result = cli(
+        "benchmark",
+        "--policy",
+        f"tiny=mlp:{checkpoint}",
+        "--mission",
+        MISSION,
+        "--episodes",
+        2,
+        "--package",
+        "--output-dir",
+        tmp_path,
+    )
     assert result.exit_code == 3, result.output
     assert "partial" in result.stdout and "deployment_package" in result.stdout
     assert "failed optional stage(s): deployment_package" in result.stderr
@@ -234,8 +283,14 @@ def test_benchmark_subprocess_on_embedded_server(tmp_path):
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DAF_FAULTS"))}
     env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    proc = subprocess.run([sys.executable, "-m", "daf.cli", "benchmark", "--config", "bench.yaml"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(
+        [sys.executable, "-m", "daf.cli", "benchmark", "--config", "bench.yaml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     for key in ("report_html", "deployment_package", "final_checkpoint", "result_path"):

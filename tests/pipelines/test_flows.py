@@ -31,14 +31,24 @@ def task_runs(result: PipelineResult) -> list:
 
 
 def small_training(tmp_path: Path, **kw) -> dict:
-    return dict(output_dir=str(tmp_path / "out"), checkpoint_dir=str(tmp_path / "ckpt"), num_envs=4, num_steps=32,
-                bptt_horizon=8, **kw)
+    return dict(
+        output_dir=str(tmp_path / "out"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        num_envs=4,
+        num_steps=32,
+        bptt_horizon=8,
+        **kw,
+    )
 
 
 def test_training_pipeline_success_and_saved_result(tmp_path):
     result = daf_run_training_pipeline(
-        policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=3000,
-        eval_missions=["training_facility_1"], eval_episodes=2, **small_training(tmp_path),
+        policy_class_path="mlp",
+        missions=["training_facility_1"],
+        num_training_steps=3000,
+        eval_missions=["training_facility_1"],
+        eval_episodes=2,
+        **small_training(tmp_path),
     )
     assert result.status == "success", result.errors
     assert result.stages_completed == ["environment_validation", "training", "checkpoint_saving", "evaluation"]
@@ -52,8 +62,12 @@ def test_training_pipeline_success_and_saved_result(tmp_path):
 def test_optional_stage_failure_is_partial_and_keeps_outputs(tmp_path, faults):
     faults("evaluation:permanent")
     result = daf_run_training_pipeline(
-        policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=2000,
-        eval_missions=["training_facility_1"], eval_episodes=2, **small_training(tmp_path),
+        policy_class_path="mlp",
+        missions=["training_facility_1"],
+        num_training_steps=2000,
+        eval_missions=["training_facility_1"],
+        eval_episodes=2,
+        **small_training(tmp_path),
     )
     assert result.status == "partial"
     assert result.stages_failed == ["evaluation"]
@@ -79,8 +93,9 @@ def test_invalid_arguments_give_failed_result_naming_the_argument(tmp_path):
     assert "num_training_steps" in result.errors[0]
     result = daf_run_comparison_pipeline(policies=["baseline"], missions=[], episodes_per_mission=2)
     assert result.status == "failed" and "missions" in result.errors[0]
-    result = daf_run_comparison_pipeline(policies=["baseline"], missions=["nowhere"], episodes_per_mission=2,
-                                         output_dir=str(tmp_path))
+    result = daf_run_comparison_pipeline(
+        policies=["baseline"], missions=["nowhere"], episodes_per_mission=2, output_dir=str(tmp_path)
+    )
     assert result.status == "failed" and result.stages_failed == ["environment_validation"]
     assert "unknown mission 'nowhere'" in result.errors[0]
 
@@ -89,7 +104,10 @@ def test_transient_evaluation_fault_is_retried_and_pipeline_succeeds(tmp_path, f
     faults("evaluation:transient:1")
     result = daf_run_comparison_pipeline(
         policies=[PolicySpec(class_path="baseline"), PolicySpec(class_path="random")],
-        missions=["training_facility_1"], episodes_per_mission=3, output_dir=str(tmp_path), use_cache=False,
+        missions=["training_facility_1"],
+        episodes_per_mission=3,
+        output_dir=str(tmp_path),
+        use_cache=False,
     )
     assert result.status == "success", result.errors
     counts = sorted(t.run_count for t in task_runs(result) if t.name.startswith("evaluation"))
@@ -99,11 +117,16 @@ def test_transient_evaluation_fault_is_retried_and_pipeline_succeeds(tmp_path, f
 def test_comparison_outputs_report_and_distinct_names(tmp_path):
     result = daf_run_comparison_pipeline(
         policies=[PolicySpec(class_path="baseline"), PolicySpec(class_path="random"), PolicySpec(class_path="random")],
-        missions=["training_facility_1", "assembler_1"], episodes_per_mission=4, output_dir=str(tmp_path),
+        missions=["training_facility_1", "assembler_1"],
+        episodes_per_mission=4,
+        output_dir=str(tmp_path),
     )
     assert result.is_success(), result.errors
     assert result.stages_completed == [
-        "environment_validation", "policy_comparison", "statistical_testing", "report_generation"
+        "environment_validation",
+        "policy_comparison",
+        "statistical_testing",
+        "report_generation",
     ]
     board = result.outputs["summary_statistics"]["leaderboard"]
     assert [row["policy"] for row in board][0] == "baseline"
@@ -113,8 +136,13 @@ def test_comparison_outputs_report_and_distinct_names(tmp_path):
 
 
 def test_repeated_comparison_reuses_evaluations_and_statistics_but_writes_its_own_report(tmp_path):
-    kwargs = dict(policies=["baseline", "noop"], missions=["assembler_1"], episodes_per_mission=3, seed=11,
-                  output_dir=str(tmp_path))
+    kwargs = dict(
+        policies=["baseline", "noop"],
+        missions=["assembler_1"],
+        episodes_per_mission=3,
+        seed=11,
+        output_dir=str(tmp_path),
+    )
     first = daf_run_comparison_pipeline(**kwargs)
     again = daf_run_comparison_pipeline(**kwargs)
     fresh = daf_run_comparison_pipeline(**kwargs, use_cache=False)
@@ -131,8 +159,12 @@ def test_repeated_comparison_reuses_evaluations_and_statistics_but_writes_its_ow
     evaluations = {run.name for run in task_runs(first) if run.name.startswith("evaluation")}
     assert evaluations == {"evaluation baseline on assembler_1", "evaluation noop on assembler_1"}
 
-    assert states(first) == {"environment_validation": {"Completed"}, "evaluation": {"Completed"},
-                             "comparison": {"Completed"}, "report": {"Completed"}}
+    assert states(first) == {
+        "environment_validation": {"Completed"},
+        "evaluation": {"Completed"},
+        "comparison": {"Completed"},
+        "report": {"Completed"},
+    }
     assert states(again)["evaluation"] == {"Cached"} and states(again)["comparison"] == {"Cached"}
     assert states(again)["report"] == {"Completed"}
     assert states(fresh)["evaluation"] == {"Completed"} and states(fresh)["comparison"] == {"Completed"}
@@ -144,8 +176,11 @@ def test_repeated_comparison_reuses_evaluations_and_statistics_but_writes_its_ow
 def _comparison_stats(tmp_path: Path, **kw) -> dict:
     config = DAFComparisonConfig(
         policies=[{"class_path": "baseline"}, {"class_path": "random"}, {"class_path": "noop"}],
-        missions=["training_facility_1", "assembler_1"], episodes_per_mission=3, output_dir=str(tmp_path),
-        use_cache=False, **kw,
+        missions=["training_facility_1", "assembler_1"],
+        episodes_per_mission=3,
+        output_dir=str(tmp_path),
+        use_cache=False,
+        **kw,
     )
     result = daf_run_comparison_pipeline(config=config)
     assert result.is_success(), result.errors
@@ -162,8 +197,13 @@ def test_parallel_threads_and_dask_match_sequential(tmp_path):
 
 def test_benchmark_resume_after_failed_comparison_uses_cached_training(tmp_path, faults):
     kwargs = dict(
-        policies=["mlp"], missions=["training_facility_1"], episodes_per_mission=3, create_deployment_package=True,
-        training_steps=120_000, output_dir=str(tmp_path / "out"), checkpoint_dir=str(tmp_path / "ckpt"),
+        policies=["mlp"],
+        missions=["training_facility_1"],
+        episodes_per_mission=3,
+        create_deployment_package=True,
+        training_steps=120_000,
+        output_dir=str(tmp_path / "out"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
         training={"num_envs": 8},
     )
     faults("comparison:permanent")
@@ -188,10 +228,16 @@ def test_two_pipelines_at_once_share_output_dir_without_overwriting(tmp_path):
     results: list[PipelineResult] = []
 
     def run(seed: int) -> None:
-        results.append(daf_run_comparison_pipeline(
-            policies=["baseline", "random"], missions=["training_facility_1"], episodes_per_mission=2,
-            output_dir=str(tmp_path), seed=seed, use_cache=False,
-        ))
+        results.append(
+            daf_run_comparison_pipeline(
+                policies=["baseline", "random"],
+                missions=["training_facility_1"],
+                episodes_per_mission=2,
+                output_dir=str(tmp_path),
+                seed=seed,
+                use_cache=False,
+            )
+        )
 
     threads = [threading.Thread(target=run, args=(s,)) for s in (1, 2)]
     for t in threads:
@@ -207,8 +253,9 @@ def test_two_pipelines_at_once_share_output_dir_without_overwriting(tmp_path):
 
 def test_training_config_object_snippet(tmp_path):
     # The seed's "custom policy" snippet shape: a DAFTrainingConfig passed as config=.
-    cfg = DAFTrainingConfig(policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=2000,
-                            **small_training(tmp_path))
+    cfg = DAFTrainingConfig(
+        policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=2000, **small_training(tmp_path)
+    )
     result = daf_run_training_pipeline(config=cfg)
     assert result.is_success(), result.errors
     assert result.outputs["session"]["config"]["policy_class_path"] == "mlp"
@@ -216,8 +263,9 @@ def test_training_config_object_snippet(tmp_path):
 
 @pytest.mark.parametrize("bad", [{"gpu_memory_fraction": 0.0}, {"max_parallel_jobs": 0}])
 def test_resource_config_rejected(bad, tmp_path):
-    result = daf_run_comparison_pipeline(policies=["baseline"], missions=["training_facility_1"],
-                                         episodes_per_mission=1, output_dir=str(tmp_path), **bad)
+    result = daf_run_comparison_pipeline(
+        policies=["baseline"], missions=["training_facility_1"], episodes_per_mission=1, output_dir=str(tmp_path), **bad
+    )
     assert result.status == "failed" and next(iter(bad)) in result.errors[0]
 
 
@@ -265,8 +313,9 @@ def test_deliberate_errors_are_one_log_line_and_other_errors_keep_their_tracebac
     handler = Keep()
     logger.addHandler(handler)
     try:
-        result = daf_run_comparison_pipeline(policies=["baseline"], missions=["nowhere"], episodes_per_mission=2,
-                                             output_dir=str(tmp_path))
+        result = daf_run_comparison_pipeline(
+            policies=["baseline"], missions=["nowhere"], episodes_per_mission=2, output_dir=str(tmp_path)
+        )
     finally:
         logger.removeHandler(handler)
     try:

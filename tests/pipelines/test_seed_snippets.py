@@ -136,7 +136,12 @@ def test_benchmark_snippet_with_resource_config(in_tmp):
         print(f"Deployment package: {result.outputs['deployment_package']}")
     assert result.is_success(), result.errors
     assert result.stages_completed == [
-        "environment_validation", "training", "evaluation", "comparison", "report_generation", "deployment_package"
+        "environment_validation",
+        "training",
+        "evaluation",
+        "comparison",
+        "report_generation",
+        "deployment_package",
     ]
     assert Path(result.outputs["deployment_package"]).is_file()
     assert result.outputs["package_validation"]["ok"] is True
