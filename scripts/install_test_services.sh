@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Installs the services the integration tests start themselves (tests/integration/stack.py): Debian's PostgreSQL
-# server binaries. Needs root for apt-get; does nothing when they are there already. The tests create their own
-# cluster in a temporary directory (initdb/pg_ctl on 127.0.0.1), so no system cluster is started or used.
+# Installs what the integration tests start or drive themselves (tests/integration/): Debian's PostgreSQL server
+# binaries (each test run creates its own cluster in a temporary directory with initdb/pg_ctl on 127.0.0.1; no
+# system cluster is used) and headless Chromium (renders the Prefect UI). Needs root for apt-get; does nothing
+# when both are there already.
 set -euo pipefail
 
-if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
-  exit 0
-fi
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
 if [ "$(id -u)" -ne 0 ]; then
-  echo "PostgreSQL server binaries are missing; install them as root: apt-get install postgresql" >&2
+  echo "missing for the integration tests: ${missing[*]}; install as root: apt-get install ${missing[*]}" >&2
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends postgresql >/dev/null
-# The package may start a system cluster on port 5432; the tests do not use it.
-compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

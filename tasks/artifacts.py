@@ -26,7 +26,9 @@ def publish_leaderboard(leaderboard: list[dict[str, Any]], markdown: str, report
     rows = [
         {
             "rank": e["rank"],
-            "policy": e["policy"],
+            # The UI renders table cells as Markdown, HTML included: a policy named "<img onerror=...>" would be
+            # an element. Escaped, it shows as typed.
+            "policy": md_escape(e["policy"]),
             # Rounded as in the report: bootstrap bounds carry float noise (18.390000000000015) past 3 decimals.
             "mean": fmt_num(e["mean"]),
             "95% CI": fmt_ci(e["ci_low"], e["ci_high"]),
@@ -48,7 +50,7 @@ def publish_pipeline_result(result: PipelineResult) -> None:
     lines += [f"- failed: `{s}`" for s in result.stages_failed]
     lines += [f"- error: {md_escape(e)}" for e in result.errors]
     simple = {k: v for k, v in result.outputs.items() if isinstance(v, str | int | float)}
-    lines += ["", *(f"- {k}: `{v}`" for k, v in simple.items())]
+    lines += ["", *(f"- {k}: {md_escape(v)}" for k, v in simple.items())]  # paths hold user strings too
     if evaluations := result.outputs.get("evaluation_results"):
         lines += ["", "| policy | mission | episodes | mean reward |", "|---|---|---|---|"]
         lines += [

@@ -216,6 +216,9 @@ def test_yaml_sweep_runs_in_parallel_workers_and_is_not_rerun(tmp_path):
     again: list[dict] = []
     repeat = run_sweep(cfg, progress=again.append)
     assert again == []
+    assert repeat.notes[0].startswith(f"study '{cfg.name}' in ")
+    assert "already has 2 of 2 trials finished: no trial ran" in repeat.notes[0]
+    assert not any("already has" in note for note in result.notes)
     assert [(t["number"], t["value"]) for t in repeat.trials] == [(t["number"], t["value"]) for t in result.trials]
 
     changed = DAFSweepConfig.from_dict({**cfg.model_dump(), "search_space": {"learning_rate": [0.01]}})

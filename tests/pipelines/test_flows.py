@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -28,6 +29,22 @@ def task_runs(result: PipelineResult) -> list:
             return await client.read_task_runs(flow_run_filter=flt)
 
     return asyncio.run(read())
+
+
+def artifacts(result: PipelineResult) -> dict[str, object]:
+    """The flow run's UI artifacts by type: table rows, link data, markdown texts."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[result.outputs["flow_run_id"]]))
+            return await client.read_artifacts(artifact_filter=flt)
+
+    out: dict[str, list] = {}
+    for artifact in asyncio.run(read()):
+        data = json.loads(artifact.data) if artifact.type == "table" else artifact.data
+        out.setdefault(artifact.type, []).append(data)
+    return out
 
 
 def small_training(tmp_path: Path, **kw) -> dict:
@@ -57,6 +74,13 @@ def test_training_pipeline_success_and_saved_result(tmp_path):
     assert len(result.outputs["evaluation_results"]) == 1
     saved = PipelineResult.from_json(Path(result.outputs["result_path"]).read_text())
     assert saved.status == "success" and saved.outputs["final_checkpoint"] == result.outputs["final_checkpoint"]
+    # The UI's result artifact shows what the evaluation scored.
+    (markdown,) = artifacts(result)["markdown"]
+    (evaluation,) = result.outputs["evaluation_results"]
+    row = f"| {evaluation['policy']} | training\\_facility\\_1 | 2 | {evaluation['mean_reward']:.3f} |"
+    assert row in markdown, markdown
+    (training,) = [t for t in task_runs(result) if t.name.startswith("training")]
+    assert training.name == "training mlp on training_facility_1"
 
 
 def test_optional_stage_failure_is_partial_and_keeps_outputs(tmp_path, faults):
@@ -133,6 +157,13 @@ def test_comparison_outputs_report_and_distinct_names(tmp_path):
     assert {row["policy"] for row in board} == {"baseline", "random", "random#2"}
     html = Path(result.outputs["report_html"]).read_text()
     assert "random#2" in html and "assembler_1" in html
+    shown = artifacts(result)
+    (table,) = shown["table"]
+    for row in table:  # rounded as in the report, not float noise such as 18.390000000000015
+        assert re.fullmatch(r"-?\d+\.\d{3}", row["mean"]), row
+        assert re.fullmatch(r"\[-?\d+\.\d{3}, -?\d+\.\d{3}\]", row["95% CI"]), row
+    (link,) = shown["link"]
+    assert Path(result.outputs["report_html"]).resolve().as_uri() in link
 
 
 def test_repeated_comparison_reuses_evaluations_and_statistics_but_writes_its_own_report(tmp_path):

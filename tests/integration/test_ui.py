@@ -1,0 +1,56 @@
+"""What a person sees in the Prefect UI, rendered by headless Chromium (Debian's package, installed by
+scripts/install_test_services.sh): the DOM after the UI's JavaScript has run, not the API's JSON."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+
+import stack
+
+HOSTILE = "<img src=x onerror=alert(1)> *bold* a_b"
+
+
+def rendered_dom(url: str) -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium not installed: run scripts/install_test_services.sh (as root)"
+    out = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_leaderboard_shows_user_strings_as_typed_and_rounded_figures(runs, worker, stack_dir):
+    out = stack_dir / "ui-out"
+    config = {
+        "policies": [{"class_path": "baseline"}, {"class_path": "random", "name": HOSTILE}],
+        "missions": ["training_facility_1"],
+        "episodes_per_mission": 3,
+        "device": "cpu",
+        "output_dir": str(out),
+    }
+    flow_run_id = runs.create("comparison/comparison-local", {"config": config})
+    run = runs.wait_final(flow_run_id, timeout=120, worker=worker)
+    assert run.state.is_completed(), run.state
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
+    flt = ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), type=ArtifactFilterType(any_=["table"])
+    )
+    with runs.client() as client:
+        (table,) = client.read_artifacts(artifact_filter=flt)
+    ui = runs.server.api_url.removesuffix("/api")
+    dom = stack.wait_for(
+        lambda: (d := rendered_dom(f"{ui}/artifacts/artifact/{table.id}")) and "artifact-data-table" in d and d,
+        timeout=120, what="the UI to render the leaderboard table",
+    )  # fmt: skip
+    cells = re.findall(r'<td class="p-table-data[^"]*">(.*?)</td>', dom)
+    texts = [html.unescape(re.sub(r"<[^>]+>", "", c)) for c in cells]
+    assert HOSTILE in texts, texts  # shown exactly as typed ...
+    assert not any("<img" in c or "p-sanitize-html" in c for c in cells)  # ... and never rendered as HTML
+    assert any(re.fullmatch(r"\[\d+\.\d{3}, \d+\.\d{3}\]", t) for t in texts), texts  # rounded CI bounds
