@@ -1,8 +1,7 @@
-"""Deployment specs (deployments/), the worker image (docker/Dockerfile) and one run end to end on loopback.
+"""Deployment specs (deployments/) and the worker image (docker/Dockerfile), checked offline.
 
 A misspelled job variable or a parameter the server's JSON schema rejects deploys or fails only on a live
-server, so the offline tests check the specs the way Prefect will. The end-to-end test runs a real server,
-deploy script, `prefect deployment run` and process worker, as a user would.
+server, so these tests check the specs the way Prefect will. tests/integration/ runs them on real servers.
 """
 
 from __future__ import annotations
@@ -11,13 +10,8 @@ import functools
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
 import tomllib
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -271,137 +265,6 @@ def test_dockerfile_pins_match_pyproject():
     instructions = dict(dockerfile_instructions())
     assert json.loads(instructions["ENTRYPOINT"]) == ["prefect", "worker", "start"]
     assert json.loads(instructions["CMD"])[0] == "--pool"
-
-
-# ---------------------------------------------------------------- end to end on 127.0.0.1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Terminate a process started in its own session, with whatever it started (a flow-run process)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-
-
-def run(cmd: list[str], env: dict[str, str], log: Path, timeout: float) -> str:
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        stop(proc)
-        out, _ = proc.communicate()
-    with log.open("a") as f:
-        f.write(f"$ {' '.join(cmd)}\n{out}\n")
-    assert proc.returncode == 0, f"{cmd} exited {proc.returncode}:\n{out[-4000:]}"
-    return out
-
-
-def test_local_deployment_runs_end_to_end(tmp_path):
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    out_dir = tmp_path / "out"
-    log = tmp_path / "commands.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DAF_"))}
-    env.update(
-        PREFECT_HOME=str(tmp_path / "home"),
-        PREFECT_LOCAL_STORAGE_PATH=str(tmp_path / "storage"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'server.db'}",
-        PREFECT_API_URL=api,
-        PATH=f"{PREFECT.parent}{os.pathsep}{env.get('PATH', '')}",
-        COLUMNS="200",  # rich wraps the run's UUID on narrow terminals
-    )
-    server_log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-4000:]
-            try:
-                with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "server did not become healthy in 90 s"
-            time.sleep(0.5)
-
-        # Twice: the script must be idempotent. The deploying shell's DAF_HOME must not reach the deployment.
-        for _ in range(2):
-            run([str(DEPLOY_SCRIPT), "--local-only"], env | {"DAF_HOME": "/not/the/worker/checkout"}, log, timeout=120)
-
-        config = {
-            "policies": [{"class_path": "baseline"}, {"class_path": "random"}],
-            "missions": ["training_facility_1"],
-            "episodes_per_mission": 2,
-            "device": "cpu",
-            "output_dir": str(out_dir),
-        }
-        created = run(
-            [
-                str(PREFECT),
-                "deployment",
-                "run",
-                "comparison/comparison-local",
-                "--params",
-                json.dumps({"config": config}),
-            ],
-            env,
-            log,
-            timeout=60,
-        )
-        flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
-
-        # The worker resolves the pull step's {{ $DAF_HOME }} in its own environment.
-        run(
-            [str(PREFECT), "worker", "start", "--pool", "daf-local", "--run-once"],
-            env | {"DAF_HOME": str(REPO)},
-            log,
-            timeout=180,
-        )
-
-        from prefect.client.orchestration import get_client
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-            flow_run = client.read_flow_run(flow_run_id)
-            deployment = client.read_deployment_by_name("comparison/comparison-local")
-        assert flow_run.state.is_completed(), f"{flow_run.state}\n{log.read_text()[-4000:]}"
-        assert flow_run.parameters["config"]["output_dir"] == str(out_dir)
-        assert deployment.pull_steps == SPEC["pull"]
-
-        (result_path,) = out_dir.glob(f"runs/comparison-*-{flow_run_id[:8]}/pipeline_result.json")
-        result = json.loads(result_path.read_text())
-        assert result["status"] == "success"
-        assert result["stages_completed"] == [
-            "environment_validation",
-            "policy_comparison",
-            "statistical_testing",
-            "report_generation",
-        ]
-        assert result["stages_failed"] == []
-    finally:
-        stop(server)
-        server_log.close()
 
 
 def test_pull_step_enters_the_installed_checkout_or_daf_home(tmp_path, monkeypatch):

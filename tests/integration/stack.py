@@ -8,7 +8,9 @@ Each process starts in its own session and is stopped with its whole process gro
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -17,6 +19,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -288,3 +291,64 @@ def start_dask(directory: Path, env: dict[str, str], workers: int = 1) -> tuple[
 
     wait_for(ready, 90, f"{workers} Dask worker(s) to join {address}", interval=1.0)
     return address, services
+
+
+class Runs:
+    """Creating flow runs as users do (`prefect deployment run`) and reading them back from the server."""
+
+    def __init__(self, server: PrefectServer):
+        self.server = server
+
+    def create(self, deployment: str, parameters: dict) -> str:
+        out = run(
+            [str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(parameters)],
+            self.server.env,
+            timeout=90,
+        )
+        return re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+
+    @contextmanager
+    def client(self):
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: self.server.api_url}), get_client(sync_client=True) as client:
+            yield client
+
+    def read(self, flow_run_id: str):
+        with self.client() as client:
+            return client.read_flow_run(flow_run_id)
+
+    def wait_final(self, flow_run_id: str, timeout: float, worker: Service | None = None):
+        def final():
+            if worker is not None:
+                assert worker.alive(), f"worker exited:\n{worker.output()}"
+            run = self.read(flow_run_id)
+            return run if run.state is not None and run.state.is_final() else None
+
+        return wait_for(final, timeout, f"flow run {flow_run_id} to finish", interval=1.0)
+
+    def settled_logs(self, flow_run_id: str, quiet_seconds: float = 3.0) -> list[str]:
+        """The run's log messages once no new one has arrived for `quiet_seconds` (the flow-run process sends
+        its records in batches, some after the final state)."""
+        last: list[list[str]] = [self.logs(flow_run_id)]
+
+        def settled() -> list[str] | None:
+            time.sleep(quiet_seconds)
+            now = self.logs(flow_run_id)
+            if now == last[0]:
+                return now
+            last[0] = now
+            return None
+
+        return wait_for(settled, 60, f"the logs of flow run {flow_run_id} to settle", interval=0)
+
+    def logs(self, flow_run_id: str) -> list[str]:
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+        from prefect.client.schemas.sorting import LogSort
+
+        with self.client() as client:
+            records = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), sort=LogSort.TIMESTAMP_ASC
+            )
+        return [r.message for r in records]

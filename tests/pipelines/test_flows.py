@@ -162,8 +162,8 @@ def test_comparison_outputs_report_and_distinct_names(tmp_path):
     for row in table:  # rounded as in the report, not float noise such as 18.390000000000015
         assert re.fullmatch(r"-?\d+\.\d{3}", row["mean"]), row
         assert re.fullmatch(r"\[-?\d+\.\d{3}, -?\d+\.\d{3}\]", row["95% CI"]), row
-    (link,) = shown["link"]
-    assert Path(result.outputs["report_html"]).resolve().as_uri() in link
+    uri = Path(result.outputs["report_html"]).resolve().as_uri()
+    assert [text for text in shown["markdown"] if f"]({uri})" in text], shown["markdown"]  # a link artifact
 
 
 def test_repeated_comparison_reuses_evaluations_and_statistics_but_writes_its_own_report(tmp_path):
