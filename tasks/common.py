@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
-import os
 from datetime import timedelta
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from prefect import Task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-import daf
 from daf.config import DAFConfig
+from daf.content import daf_source_digest
 from daf.faults import TransientFault
 
 # Data and configuration errors are final; these are the failures a retry may cure.
@@ -76,30 +72,10 @@ def retry_transient(task: Task, task_run: Any, state: Any) -> bool:
     return False
 
 
-@lru_cache(maxsize=256)
-def _file_digest(path: str, mtime_ns: int, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_digest(path: str | os.PathLike[str] | None) -> str | None:
-    """sha256 of a checkpoint or bundle (memoised on mtime and size); None for no file."""
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.is_file():
-        return f"missing:{p}"
-    st = p.stat()
-    return _file_digest(str(p.resolve()), st.st_mtime_ns, st.st_size)
-
-
 def make_cache_key(fn: Any, payload: dict[str, Any]) -> str:
-    """Key on validated inputs, file contents, the DAF version and the task's own source: never on tensors."""
-    source = hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()
-    blob = json.dumps({"payload": payload, "daf": daf.__version__, "source": source}, sort_keys=True, default=str)
+    """Key on validated inputs and the content of everything they name (daf.content), plus DAF's own source
+    digest (which covers the task's code): never on tensors, paths or mtimes."""
+    blob = json.dumps({"payload": payload, "daf_source": daf_source_digest()}, sort_keys=True, default=str)
     return f"{fn.__name__}-{hashlib.sha256(blob.encode()).hexdigest()}"
 
 

@@ -7,16 +7,20 @@ from prefect.cache_policies import CacheKeyFnPolicy
 
 from daf.comparison import to_spec
 from daf.config import PolicyEntry
+from daf.content import mission_digest, path_digest, policy_source_digest
 from daf.evaluation import evaluate
 from daf.faults import maybe_fail
-from tasks.common import RETRY_OPTIONS, file_digest, make_cache_key, retry_transient
+from tasks.common import RETRY_OPTIONS, make_cache_key, retry_transient
 
 
 def _cache_key(context, parameters) -> str:
     entry: PolicyEntry = parameters["entry"]
     payload = {k: v for k, v in parameters.items() if k != "entry"}
     payload["entry"] = entry.model_dump(mode="json")
-    payload["weights_sha256"] = file_digest(entry.data_path)
+    # What the evaluation reads, by content: the weights, the mission's resolved config, the policy's code.
+    payload["weights_sha256"] = path_digest(entry.data_path)
+    payload["mission_sha256"] = mission_digest(parameters["mission"])
+    payload["policy_source"] = policy_source_digest(entry.class_path)
     return make_cache_key(evaluate_task.fn, payload)
 
 

@@ -9,10 +9,11 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.runtime import flow_run, task_run
 
 from daf.config import DAFConfig, DAFTrainingConfig
+from daf.content import mission_digest, path_digest, policy_source_digest
 from daf.faults import maybe_fail
 from daf.training import train
 from tasks.artifacts import ProgressArtifact
-from tasks.common import RETRY_OPTIONS, configured, file_digest, make_cache_key, retry_transient, uses_gpu
+from tasks.common import RETRY_OPTIONS, configured, make_cache_key, retry_transient, uses_gpu
 
 # Fields that change how a run is executed or shown, not what it learns.
 _NOT_IN_KEY = {
@@ -30,7 +31,10 @@ _NOT_IN_KEY = {
 def _cache_key(context, parameters) -> str:
     config: DAFTrainingConfig = parameters["config"]
     payload = config.model_dump(mode="json", exclude=_NOT_IN_KEY)
-    payload["warm_start_sha256"] = file_digest(config.policy_data_path)
+    # What training reads, by content: the warm-start weights, the missions' resolved configs, the policy's code.
+    payload["warm_start_sha256"] = path_digest(config.policy_data_path)
+    payload["missions_sha256"] = [mission_digest(m) for m in config.missions]
+    payload["policy_source"] = policy_source_digest(config.policy_class_path)
     return make_cache_key(train_task.fn, payload)
 
 
