@@ -34,6 +34,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from daf.input_limits import InputTooLarge, load_yaml
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
 EXIT_CODES_HELP = "Exit codes: 0 success, 1 pipeline failed, 2 bad input/config, 3 partial (an optional stage failed)."
 # Outputs worth pointing the user at, in the order they are shown.
@@ -107,13 +109,20 @@ def _exit(code: int, message: str | None = None) -> None:
 
 
 def _bad_input_types() -> tuple[type[BaseException], ...]:
+    """Errors DAF raises about what it was given (checked before compute): exit 2 with their one-line message."""
     from daf.comparison import ComparisonError
     from daf.config import ConfigError
     from daf.missions import UnknownMissionError
     from daf.packaging import PackagingError
+    from daf.policies.neural import CheckpointError
     from daf.policies.registry import PolicyResolutionError
+    from daf.sweeps import SweepError
+    from daf.training.ppo import TrainingError
 
-    return BadInput, ConfigError, UnknownMissionError, PolicyResolutionError, PackagingError, ComparisonError
+    return (
+        BadInput, ConfigError, InputTooLarge, UnknownMissionError, PolicyResolutionError, PackagingError,
+        ComparisonError, CheckpointError, TrainingError, SweepError,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -149,7 +158,9 @@ def _apply_set(data: dict[str, Any], assignment: str) -> None:
     if not sep or not key.strip():
         raise BadInput(f"--set {assignment!r}: expected KEY=VALUE")
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw, f"--set {key.strip()}")
+    except InputTooLarge as exc:
+        raise BadInput(str(exc)) from None
     except yaml.YAMLError:
         value = raw
     *parents, leaf = key.strip().split(".")

@@ -4,10 +4,29 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from daf.input_limits import MAX_YAML_BYTES, InputTooLarge, check_size, load_yaml
+
+# Upper bounds: generous for real work, small enough that a typo (an extra zero, 1e30) fails before compute with
+# the field named instead of exhausting memory or running for years.
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch's is wider
+MAX_AGENT_STEPS = 10**13
+MAX_EPISODES = 100_000
+
+
+def _directory_name(value: str) -> str:
+    # The name becomes a directory under checkpoint_dir or output_dir: "." and ".." would write beside them.
+    if set(value) <= {"."}:
+        raise ValueError(f"{value!r} is not a usable directory name")
+    return value
+
+
+# A run's or sweep's name: one path component of letters, digits, '_', '.', '-', not only dots.
+DirectoryName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128), AfterValidator(_directory_name)]
 
 
 class ConfigError(ValueError):
@@ -15,7 +34,14 @@ class ConfigError(ValueError):
 
 
 class _StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # No inf/nan anywhere: a non-finite learning rate or episode count is never what the user meant.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        check_size(data, cls.__name__)  # before pydantic or json.dumps would expand shared references
+        return data
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]):
@@ -37,13 +63,18 @@ class _StrictModel(BaseModel):
 
 
 def read_yaml_mapping(path: str | os.PathLike[str], what: str = "config") -> dict[str, Any]:
-    """The mapping in a YAML file (safe_load), with one-line errors for a missing or malformed file."""
+    """The mapping in a YAML file (safe_load within daf.input_limits), with one-line errors for a missing,
+    malformed or oversized file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES} bytes")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+        data = load_yaml(path.read_text(), str(path)) or {}
+    except InputTooLarge as exc:
+        raise ConfigError(str(exc)) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of {what} fields, got {type(data).__name__}")
@@ -70,17 +101,17 @@ class DAFConfig(_StrictModel):
 
     output_dir: str = "daf_output"
     checkpoint_dir: str | None = Field(default=None, description="default (null): <output_dir>/checkpoints")
-    max_checkpoints_to_keep: int = Field(default=3, ge=1)
+    max_checkpoints_to_keep: int = Field(default=3, ge=1, le=1000)
     max_parallel_jobs: int = Field(default=1, ge=1, le=256)
     gpu_memory_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(default=42, ge=0)
+    seed: int = Field(default=42, ge=0, le=MAX_SEED)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     task_runner: Literal["thread", "process", "dask"] = "thread"
     dask_address: str | None = None
     use_cache: bool = True
     refresh_cache: bool = False
-    cache_expiration_hours: float | None = Field(default=None, gt=0)
+    cache_expiration_hours: float | None = Field(default=None, gt=0, le=24 * 365 * 100)
 
     def checkpoint_root(self) -> Path:
         """Where training runs keep checkpoints: checkpoint_dir when set, else <output_dir>/checkpoints.
@@ -102,37 +133,40 @@ class DAFTrainingConfig(DAFConfig):
     policy_class_path: str = "lstm"
     policy_data_path: str | None = None
     missions: list[str] = Field(default_factory=lambda: ["training_facility_1"], min_length=1)
-    num_training_steps: int = Field(default=200_000, gt=0, description="agent-steps to train for")
+    num_training_steps: int = Field(default=200_000, gt=0, le=MAX_AGENT_STEPS, description="agent-steps to train for")
     eval_missions: list[str] = Field(default_factory=list)
-    eval_episodes: int = Field(default=10, gt=0)
-    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
-    checkpoint_interval: int = Field(default=50_000, gt=0, description="agent-steps between checkpoints")
+    eval_episodes: int = Field(default=10, gt=0, le=MAX_EPISODES)
+    run_id: DirectoryName | None = None
+    checkpoint_interval: int = Field(
+        default=50_000, gt=0, le=MAX_AGENT_STEPS, description="agent-steps between checkpoints"
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,
+        le=1024,
         description="torch threads for the PPO update (default: the cores this process may use); acting in the "
         "rollout always uses 1 thread on CPU",
     )
     progress: bool = True
 
     # PPO hyperparameters
-    learning_rate: float = Field(default=1e-3, ge=0.0)
+    learning_rate: float = Field(default=1e-3, ge=0.0, le=1.0)
     anneal_lr: bool = True
-    num_envs: int = Field(default=16, ge=1)
-    num_steps: int = Field(default=64, ge=1, description="rollout length per environment")
+    num_envs: int = Field(default=16, ge=1, le=4096)
+    num_steps: int = Field(default=64, ge=1, le=4096, description="rollout length per environment")
     gamma: float = Field(default=0.99, gt=0.0, le=1.0)
     gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0)
-    num_minibatches: int = Field(default=4, ge=1)
-    update_epochs: int = Field(default=4, ge=1)
+    num_minibatches: int = Field(default=4, ge=1, le=4096)
+    update_epochs: int = Field(default=4, ge=1, le=100)
     norm_adv: bool = True
-    clip_coef: float = Field(default=0.2, gt=0.0)
+    clip_coef: float = Field(default=0.2, gt=0.0, le=10.0)
     clip_vloss: bool = True
-    ent_coef: float = Field(default=0.01, ge=0.0)
-    vf_coef: float = Field(default=0.5, ge=0.0)
-    max_grad_norm: float = Field(default=0.5, gt=0.0)
-    target_kl: float | None = Field(default=None, gt=0.0)
-    bptt_horizon: int = Field(default=16, ge=1, description="truncated BPTT length for recurrent policies")
-    hidden_size: int = Field(default=128, ge=8)
+    ent_coef: float = Field(default=0.01, ge=0.0, le=10.0)
+    vf_coef: float = Field(default=0.5, ge=0.0, le=100.0)
+    max_grad_norm: float = Field(default=0.5, gt=0.0, le=1e6)
+    target_kl: float | None = Field(default=None, gt=0.0, le=100.0)
+    bptt_horizon: int = Field(default=16, ge=1, le=4096, description="truncated BPTT length for recurrent policies")
+    hidden_size: int = Field(default=128, ge=8, le=4096)
 
     @model_validator(mode="after")
     def _rollout_divides(self) -> DAFTrainingConfig:
@@ -140,6 +174,18 @@ class DAFTrainingConfig(DAFConfig):
             raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of bptt_horizon ({self.bptt_horizon})")
         return self
 
+
+# Fields that change how a run is executed or shown, not what it learns: training's cache key leaves them out.
+EXECUTION_FIELDS: frozenset[str] = frozenset(
+    {"progress", "use_cache", "refresh_cache", "cache_expiration_hours", "task_runner", "dask_address", "log_level",
+     "max_parallel_jobs"}
+)  # fmt: skip
+# What a resumed training run may change besides: how long and where it trains, how often it keeps checkpoints,
+# its evaluation, its device. Anything else would continue the run as another training (daf.training.ppo).
+RESUMABLE_CHANGES: frozenset[str] = EXECUTION_FIELDS | {
+    "num_training_steps", "checkpoint_interval", "max_checkpoints_to_keep", "eval_missions", "eval_episodes",
+    "output_dir", "checkpoint_dir", "run_id", "device", "gpu_memory_fraction", "torch_threads",
+}  # fmt: skip
 
 # Fields of DAFTrainingConfig that a sweep may search: the trainer's hyperparameters, not paths or bookkeeping.
 HYPERPARAMETERS: frozenset[str] = frozenset(
@@ -221,21 +267,26 @@ def validate_search_space(space: dict[str, Any]) -> dict[str, SearchDimension]:
 class DAFSweepConfig(DAFConfig):
     """A hyperparameter search where every trial trains and is evaluated."""
 
-    name: str = Field(default="sweep", pattern=r"^[A-Za-z0-9_.-]+$")
+    name: DirectoryName = "sweep"
     policy_class_path: str = "lstm"
     policy_data_path: str | None = None
     missions: list[str] = Field(default_factory=lambda: ["training_facility_1"], min_length=1)
     search_space: dict[str, Any]
     strategy: Literal["grid", "random", "bayesian"] = "grid"
-    num_trials: int | None = Field(default=None, ge=1, description="default: grid size, or 10")
-    episodes_per_trial: int = Field(default=5, ge=1)
-    training_steps_per_trial: int = Field(default=50_000, gt=0)
+    num_trials: int | None = Field(default=None, ge=1, le=10_000, description="default: grid size, or 10")
+    episodes_per_trial: int = Field(default=5, ge=1, le=MAX_EPISODES)
+    training_steps_per_trial: int = Field(default=50_000, gt=0, le=MAX_AGENT_STEPS)
     max_agent_steps: int | None = Field(
-        default=None, gt=0, description="compute budget: agent-steps all trials together may train"
+        default=None, gt=0, le=MAX_AGENT_STEPS, description="compute budget: agent-steps all trials together may train"
     )
-    eval_interval_steps: int | None = Field(default=None, gt=0, description="intermediate evaluations for pruning")
+    eval_interval_steps: int | None = Field(
+        default=None, gt=0, le=MAX_AGENT_STEPS, description="intermediate evaluations for pruning"
+    )
     pruner_warmup_steps: int | None = Field(
-        default=None, gt=0, description="no pruning verdict before these agent-steps; default: a quarter of the budget"
+        default=None,
+        gt=0,
+        le=MAX_AGENT_STEPS,
+        description="no pruning verdict before these agent-steps; default: a quarter of the budget",
     )
     objective: Literal["mean", "iqm"] = "mean"
     optimize_direction: Literal["maximize", "minimize"] = "maximize"
@@ -311,7 +362,7 @@ class PolicyEntry(_StrictModel):
 class DAFComparisonConfig(DAFConfig):
     policies: list[PolicyEntry] = Field(min_length=1)
     missions: list[str] = Field(min_length=1)
-    episodes_per_mission: int = Field(default=10, ge=1)
+    episodes_per_mission: int = Field(default=10, ge=1, le=MAX_EPISODES)
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     correction: Literal["holm", "bh"] = "holm"
     parallel_evaluation: bool = False
@@ -321,9 +372,9 @@ class DAFComparisonConfig(DAFConfig):
 class DAFBenchmarkConfig(DAFConfig):
     policies: list[PolicyEntry] = Field(min_length=1)
     missions: list[str] = Field(min_length=1)
-    episodes_per_mission: int = Field(default=10, ge=1)
+    episodes_per_mission: int = Field(default=10, ge=1, le=MAX_EPISODES)
     training_missions: list[str] | None = None
-    training_steps: int = Field(default=100_000, gt=0)
+    training_steps: int = Field(default=100_000, gt=0, le=MAX_AGENT_STEPS)
     training: dict[str, Any] = Field(default_factory=dict, description="DAFTrainingConfig overrides for training")
     compare_baselines: bool = True
     baselines: list[str] = Field(default_factory=lambda: ["baseline", "random"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from mettagrid.builder import building
 from mettagrid.config.filter.resource_filter import actorHas
@@ -36,14 +36,36 @@ from mettagrid.config.mutation.resource_mutation import updateActor
 from mettagrid.config.mutation.stats_mutation import logActorAgentStat
 from mettagrid.config.reward_config import reward
 from mettagrid.map_builder.random_map import RandomMapBuilder
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from daf.config import ConfigError, read_yaml_mapping
+from daf.config import ConfigError, format_validation_error, read_yaml_mapping
 
 DEPOSIT_STAT = "heart.deposited"
 
 
 class UnknownMissionError(ValueError):
     pass
+
+
+# Bounds on any mission, named or from a file. mettagrid loops forever placing more agents and objects than a
+# random map has free cells, and allocates whatever map it is given.
+MAX_MAP_SIDE = 256
+MAX_AGENTS = 256
+MAX_EPISODE_STEPS = 100_000
+
+
+class MissionOverrides(BaseModel):
+    """What a `base:` mission file or `get_mission(name, **overrides)` may change, typed and bounded."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    num_agents: int = Field(default=None, ge=1, le=MAX_AGENTS)
+    width: int = Field(default=None, ge=3, le=MAX_MAP_SIDE)
+    height: int = Field(default=None, ge=3, le=MAX_MAP_SIDE)
+    max_steps: int = Field(default=None, ge=1, le=MAX_EPISODE_STEPS)
+    objects: dict[str, Annotated[int, Field(ge=0, le=MAX_MAP_SIDE**2)]] = None
+    walls: int = Field(default=None, ge=0, le=MAX_MAP_SIDE**2)
+    seed: int = Field(default=None, ge=0, le=2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -68,10 +90,10 @@ class MissionSpec:
         return "+1 per heart obtained"
 
     def build(self, **overrides: Any) -> MettaGridConfig:
-        allowed = {"num_agents", "width", "height", "max_steps", "objects", "walls", "seed"}
-        unknown = set(overrides) - allowed
-        if unknown:
-            raise ValueError(f"mission {self.name}: unknown override(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
+        try:
+            overrides = MissionOverrides.model_validate(overrides).model_dump(exclude_unset=True)
+        except ValidationError as exc:
+            raise UnknownMissionError(format_validation_error(exc, f"mission {self.name}", MissionOverrides)) from None
         num_agents = overrides.get("num_agents", self.num_agents)
         objects = dict(overrides.get("objects", self.objects))
         walls = overrides.get("walls", self.walls)
@@ -236,10 +258,39 @@ def mission_spec(name: str) -> MissionSpec:
 
 
 def get_mission(name: str, **overrides: Any) -> MettaGridConfig:
-    """A fresh mettagrid config for a named mission or a mission YAML file, with optional overrides."""
+    """A fresh mettagrid config for a named mission or a mission YAML file, with optional overrides; checked to
+    be within bounds and placeable before mettagrid sees it."""
     if name.endswith((".yaml", ".yml")):
-        return load_mission_file(name, **overrides)
-    return mission_spec(name).build(**overrides)
+        cfg = load_mission_file(name, **overrides)
+    else:
+        cfg = mission_spec(name).build(**overrides)
+    check_mission_fits(cfg, name)
+    return cfg
+
+
+def check_mission_fits(cfg: MettaGridConfig, name: str) -> None:
+    """Agents, map size and episode length within bounds, and a random map's agents and objects within its
+    free cells (mettagrid would otherwise search for a free cell forever)."""
+    game = cfg.game
+    if not 1 <= game.num_agents <= MAX_AGENTS:
+        raise UnknownMissionError(f"mission {name}: num_agents {game.num_agents} is outside 1..{MAX_AGENTS}")
+    if not 1 <= game.max_steps <= MAX_EPISODE_STEPS:
+        raise UnknownMissionError(f"mission {name}: max_steps {game.max_steps} is outside 1..{MAX_EPISODE_STEPS}")
+    builder = game.map_builder
+    width, height = getattr(builder, "width", None), getattr(builder, "height", None)
+    for side, value in (("width", width), ("height", height)):
+        if isinstance(value, int) and not 1 <= value <= MAX_MAP_SIDE:
+            raise UnknownMissionError(f"mission {name}: map {side} {value} is outside 1..{MAX_MAP_SIDE}")
+    if isinstance(builder, RandomMapBuilder.Config):
+        border = builder.border_width
+        free = max(0, width - 2 * border) * max(0, height - 2 * border)
+        agents = builder.agents if isinstance(builder.agents, int) else sum(builder.agents.values())
+        placed = agents + sum(builder.objects.values())
+        if placed > free:
+            raise UnknownMissionError(
+                f"mission {name}: {agents} agents and {placed - agents} objects do not fit the {width}x{height} "
+                f"map's {free} free cells (border {border})"
+            )
 
 
 def load_mission_file(path: str | Path, **overrides: Any) -> MettaGridConfig:

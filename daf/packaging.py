@@ -27,7 +27,6 @@ import stat
 import sys
 import sysconfig
 import tempfile
-import time
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,37 +34,28 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
-import numpy as np
-from mettagrid.policy.loader import initialize_or_load_policy
-from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
-from mettagrid.policy.policy_env_interface import PolicyEnvInterface
-from mettagrid.policy.prepare_policy_spec import load_policy_spec_from_path
+from mettagrid.policy.policy import PolicySpec
 from mettagrid.policy.submission import POLICY_SPEC_FILENAME, SubmissionPolicySpec
-from mettagrid.simulator.simulator import Simulation
 
 import daf
-from daf.evaluation import evaluate, has_batch_path
-from daf.missions import get_mission, list_missions, with_map_seed
-from daf.policies.base import DAFPolicy
+from daf.bundle_sandbox import run_code_checks
+from daf.config import DAFTrainingConfig
+from daf.missions import get_mission, list_missions
 from daf.policies.registry import check_spec
-from daf.policies.rng import row_seeds
 from daf.results import to_jsonable
-from daf.simulation import SimBatch
+from daf.training.checkpoints import CONFIG_FILE, checkpoint_holding
 
 MANIFEST_FILENAME = "manifest.json"
 BUNDLE_FORMAT = "daf-policy-bundle"
 BUNDLE_FORMAT_VERSION = 1
 WEIGHTS_DIR = "weights"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest timestamp a zip entry can hold
-TRAINING_CONFIG_NAMES = ("trainer_config.json", "config.json")
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30  # 1 GiB per file
 DEFAULT_MAX_TOTAL_BYTES = 2 << 30  # 2 GiB uncompressed in all
 DEFAULT_MAX_ENTRIES = 10_000
-SMOKE_STEPS = 10
-SMOKE_SEED = 42
-EVAL_SEED = 42
+COMPILED_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd", ".dylib", ".dll")
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
@@ -95,8 +85,8 @@ def build_package(
 ) -> Path:
     """Write `<output_dir>/<name>.zip` atomically and return its path.
 
-    `source_checkpoint` defaults to the spec's data_path; its training config is read from a `trainer_config.json`
-    or `config.json` next to it (or one directory up) unless `training_config` is given.
+    `source_checkpoint` defaults to the spec's data_path; when it is a DAF checkpoint, the training config DAF
+    stored with it travels along (without machine paths) unless `training_config` is given.
     """
     cls = check_spec(policy_spec)
     class_path = _canonical_class_path(cls)
@@ -124,7 +114,7 @@ def build_package(
 
     checkpoint = source_checkpoint or policy_spec.data_path
     if training_config is None and checkpoint:
-        training_config = find_training_config(Path(checkpoint))
+        training_config = find_training_config(Path(checkpoint).absolute())
     stamp, stamp_source = _creation_time(created_at, checkpoint)
     manifest = {
         "format": BUNDLE_FORMAT,
@@ -134,7 +124,7 @@ def build_package(
         "created_at_source": stamp_source,
         "versions": _versions(),
         "policy": spec_json,
-        "source_checkpoint": str(Path(checkpoint).absolute()) if checkpoint else None,
+        "source_checkpoint": _relative_checkpoint(Path(checkpoint).absolute()) if checkpoint else None,
         "training_config": to_jsonable(training_config),
         "evaluation": to_jsonable(evaluation),
         "missions": missions,
@@ -204,18 +194,33 @@ def _is_installed(path: Path) -> bool:
     return any(root and resolved.is_relative_to(Path(root).resolve()) for root in roots)
 
 
-def find_training_config(checkpoint: Path) -> dict | None:
-    """The JSON training config stored with a checkpoint: next to it, or one directory up (run/checkpoints/x.pt)."""
-    here = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    for directory in (here, here.parent):
-        for filename in TRAINING_CONFIG_NAMES:
-            candidate = directory / filename
-            if candidate.is_file():
-                try:
-                    return json.loads(candidate.read_text())
-                except (OSError, json.JSONDecodeError) as exc:
-                    raise PackagingError(f"training config {candidate} is not valid JSON: {exc}") from None
-    return None
+# Where a run lived on the training machine: not part of what the bundle's policy is, and a path can say too much.
+_MACHINE_PATHS = {"output_dir", "checkpoint_dir"}
+
+
+def find_training_config(weights: Path) -> dict | None:
+    """The training config DAF wrote into the checkpoint these weights belong to (daf.training.checkpoints), without
+    the training machine's paths; None for weights DAF did not train. Nothing else near the weights is read: a
+    stray `config.json` beside or above them (one held an API token) would travel inside the bundle."""
+    checkpoint = checkpoint_holding(weights)
+    if checkpoint is None:
+        return None
+    try:
+        config = DAFTrainingConfig.model_validate_json((checkpoint.path / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise PackagingError(f"training config of checkpoint {checkpoint.path} is not valid: {exc}") from None
+    out = config.model_dump(mode="json", exclude=_MACHINE_PATHS)
+    if out.get("policy_data_path"):
+        out["policy_data_path"] = Path(out["policy_data_path"]).name  # the warm start's file name, not its path
+    return out
+
+
+def _relative_checkpoint(weights: Path) -> str:
+    """The weights' place within their run (`<run_id>/checkpoints/step_<N>/policy.pt`), or just their file name."""
+    checkpoint = checkpoint_holding(weights)
+    if checkpoint is None:
+        return weights.name
+    return PurePosixPath(*weights.parts[-4:]).as_posix()
 
 
 def _creation_time(created_at: datetime | str | None, checkpoint: str | None) -> tuple[str | None, str]:
@@ -367,9 +372,11 @@ def validate_package(
 ) -> ValidationReport:
     """Check a bundle the way a tournament would load it; every problem goes into the report, nothing raises.
 
-    Missions: the given ones, else those in the manifest, else the first DAF mission. Loading imports the bundle's
-    own Python code (that is what loading a policy means), but weights must pass torch.load(weights_only=True)
-    first, so a weights file can never execute code.
+    Missions: the given ones, else the mission names in the manifest, else the first DAF mission. Nothing from the
+    bundle runs in this process: archive entries, checksums, the spec and the manifest are read as data, weights
+    must pass torch.load(weights_only=True), and the checks that import and run the bundle's code happen in a
+    child process with a time and memory limit (daf.bundle_sandbox, which says what that does and does not
+    protect).
     """
     report = ValidationReport(path=str(path))
     root = Path(tempfile.mkdtemp(prefix="daf-validate-"))
@@ -379,7 +386,6 @@ def validate_package(
     except Exception as exc:  # a bug or an unforeseen bundle shape must still end up in the report
         report.add("internal", [f"{type(exc).__name__}: {exc}"])
     finally:
-        _forget_root(root)
         shutil.rmtree(root, ignore_errors=True)
     return report
 
@@ -405,20 +411,26 @@ def _validate_into(
     weights_message, weights_errors = _check_weights(root, spec_json.get("data_path"))
     if not report.add("weights", weights_errors, weights_message):
         return
-    missions = list(missions or manifest.get("missions") or list_missions()[:1])
-    spec = _load_spec(report, root)
-    if spec is None:
+    named, mission_errors = _manifest_missions(manifest)
+    if not report.add("manifest_missions", mission_errors, ", ".join(named) or "none named"):
         return
-    for mission in missions:
-        _check_mission(report, spec, root, mission)
-    if reward_threshold is None:
-        report.skip("evaluate", "no reward_threshold given")
-        return
-    if report.errors:
-        report.skip("evaluate", "earlier checks failed")
-        return
-    for mission in missions:
-        report.add(f"evaluate:{mission}", *_check_reward(spec, mission, eval_episodes, reward_threshold))
+    for item in run_code_checks(root, list(missions or named or list_missions()[:1]), reward_threshold, eval_episodes):
+        if item["skipped"]:
+            report.skip(item["name"], item["message"])
+        else:
+            report.add(item["name"], item["errors"], item["message"])
+
+
+def _manifest_missions(manifest: dict) -> tuple[list[str], list[str]]:
+    """The manifest may only name DAF's missions: a path would make the validator read (and build) a file of its
+    own disk the bundle chose, such as a 100000x100000 map."""
+    named = manifest.get("missions") or []
+    if not isinstance(named, list) or not all(isinstance(m, str) for m in named):
+        return [], [f"missions must be a list of mission names, got {type(named).__name__}: {str(named)[:100]!r}"]
+    unknown = [m for m in named if m not in list_missions()]
+    if unknown:
+        return [], [f"unknown mission(s) {unknown[:5]} (a bundle names DAF missions: {', '.join(list_missions())})"]
+    return named, []
 
 
 def _unsafe_entry(info: zipfile.ZipInfo) -> str | None:
@@ -434,6 +446,9 @@ def _unsafe_entry(info: zipfile.ZipInfo) -> str | None:
         return f"path traversal entry {name!r}"
     if stat.S_ISLNK(info.external_attr >> 16):
         return f"symlink entry {name!r}"
+    if "__pycache__" in parts or name.endswith(COMPILED_SUFFIXES):
+        # Compiled code cannot be reviewed, and a .pyc beside an innocent .py runs instead of it.
+        return f"compiled code entry {name!r}: bundles carry Python source only"
     if info.flag_bits & 0x1:
         return f"encrypted entry {name!r}"
     return None
@@ -582,145 +597,3 @@ def _check_weights(root: Path, data_path: str | None) -> tuple[str, list[str]]:
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         return "", [f"{data_path} refused by torch.load(weights_only=True) (unsafe or corrupt pickle): {detail}"]
     return f"{data_path} loads with weights_only=True", []
-
-
-def _load_spec(report: ValidationReport, root: Path) -> PolicySpec | None:
-    try:
-        # A directory is used in place: the archive was already extracted safely, and mettagrid puts the
-        # extraction root on sys.path so the bundle's own packages import from it.
-        spec = load_policy_spec_from_path(root)
-    except Exception as exc:
-        report.add("spec_load", [f"load_policy_spec_from_path failed: {type(exc).__name__}: {exc}"])
-        return None
-    report.add("spec_load", [], spec.class_path)
-    return spec
-
-
-def _check_mission(report: ValidationReport, spec: PolicySpec, root: Path, mission: str) -> None:
-    try:
-        config = get_mission(mission)
-        policy = initialize_or_load_policy(PolicyEnvInterface.from_mg_cfg(config), spec.model_copy(deep=True))
-    except Exception as exc:
-        report.add(f"load:{mission}", [f"policy did not load: {type(exc).__name__}: {exc}"])
-        return
-    report.add(f"load:{mission}", [], f"{type(policy).__qualname__} imported from {_code_origin(policy, root)}")
-    try:
-        steps, actions, noops, slowest = smoke_episode(policy, config)
-    except Exception as exc:
-        report.add(f"episode:{mission}", [f"episode raised {type(exc).__name__}: {exc}"])
-        return
-    errors = []
-    if steps == 0:
-        errors.append("the episode ran 0 steps")
-    elif noops == actions:
-        errors.append(f"all {actions} actions in {steps} steps were noops")
-    report.add(
-        f"episode:{mission}",
-        errors,
-        f"{steps} steps, {actions - noops}/{actions} non-noop actions, slowest step {slowest * 1000:.1f} ms",
-    )
-
-
-def _code_origin(policy: MultiAgentPolicy, root: Path) -> str:
-    module_file = getattr(sys.modules.get(type(policy).__module__), "__file__", None)
-    if module_file and Path(module_file).resolve().is_relative_to(root.resolve()):
-        return "the bundle"
-    return f"installed code ({module_file})"
-
-
-def smoke_episode(
-    policy: MultiAgentPolicy, config: Any, steps: int = SMOKE_STEPS, seed: int = SMOKE_SEED
-) -> tuple[int, int, int, float]:
-    """One short episode with every agent driven by `policy`: (steps run, actions, noop actions, slowest step s)."""
-    config = config.model_copy(deep=True)
-    config.game.max_steps = steps
-    if has_batch_path(policy):
-        return _smoke_batched(policy, config, seed)
-    return _smoke_per_agent(policy, config, seed)
-
-
-def _smoke_batched(policy: MultiAgentPolicy, config: Any, seed: int) -> tuple[int, int, int, float]:
-    batch = SimBatch([config])
-    noop = _noop_index(config)
-    steps = actions = noops = 0
-    slowest = 0.0
-    try:
-        batch.start(0, seed)
-        if isinstance(policy, DAFPolicy):
-            policy.reset_rows(np.arange(batch.num_rows), row_seeds(seed, batch.num_rows))
-        while not batch.is_done(0):
-            start = time.perf_counter()
-            policy.step_batch(batch.observations, batch.actions)
-            slowest = max(slowest, time.perf_counter() - start)
-            actions += batch.num_rows
-            noops += int(np.sum(batch.actions == noop))
-            batch.step([0])
-            steps += 1
-    finally:
-        batch.close()
-    return steps, actions, noops, slowest
-
-
-def _smoke_per_agent(policy: MultiAgentPolicy, config: Any, seed: int) -> tuple[int, int, int, float]:
-    agents = [policy.agent_policy(i) for i in range(config.game.num_agents)]
-    for agent in agents:
-        agent.reset()
-    sim = Simulation(with_map_seed(config, seed), seed=seed)
-    steps = actions = noops = 0
-    slowest = 0.0
-    try:
-        while not sim.is_done():
-            for agent_id, obs in enumerate(sim.observations()):
-                start = time.perf_counter()
-                action = agents[agent_id].step(obs)
-                slowest = max(slowest, time.perf_counter() - start)
-                sim.agent(agent_id).set_action(action)
-                actions += 1
-                noops += action.name == "noop"
-            sim.step()
-            steps += 1
-    finally:
-        sim.close()
-    return steps, actions, noops, slowest
-
-
-def _noop_index(config: Any) -> int:
-    names = PolicyEnvInterface.from_mg_cfg(config).all_action_names
-    return names.index("noop") if "noop" in names else -1
-
-
-def _check_reward(spec: PolicySpec, mission: str, episodes: int, threshold: float) -> tuple[list[str], str]:
-    try:
-        result = evaluate(spec.model_copy(deep=True), mission, episodes, seed=EVAL_SEED)
-    except Exception as exc:
-        return [f"evaluation raised {type(exc).__name__}: {exc}"], ""
-    mean = float(np.mean(result.rewards))
-    message = f"mean reward {mean:.2f} over {episodes} episodes (threshold {threshold})"
-    return ([] if mean >= threshold else [f"{message}: below threshold"]), message
-
-
-def _forget_root(root: Path) -> None:
-    """Undo what loading a bundle did to this process: its sys.path entry and the modules imported from it."""
-    resolved = root.resolve()
-    sys.path[:] = [p for p in sys.path if not _under(p, resolved)]
-    for key in [k for k in sys.path_importer_cache if _under(k, resolved)]:
-        sys.path_importer_cache.pop(key, None)
-    for name, module in list(sys.modules.items()):
-        if any(_under(loc, resolved) for loc in _module_locations(module)):
-            sys.modules.pop(name, None)
-
-
-def _module_locations(module: object) -> list[str]:
-    locations = [getattr(module, "__file__", None)]
-    try:  # some modules (torch._classes) have a __path__ that is not a list of strings
-        locations.extend(getattr(module, "__path__", None) or [])
-    except TypeError:
-        pass
-    return [loc for loc in locations if isinstance(loc, str)]
-
-
-def _under(path: str, root: Path) -> bool:
-    try:
-        return Path(path).resolve().is_relative_to(root)
-    except (OSError, ValueError):
-        return False

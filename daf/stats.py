@@ -290,15 +290,18 @@ def _var(x: np.ndarray) -> float:
 
 
 def welch_p(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sided Welch t-test p-value via scipy, with the degenerate cases made explicit."""
+    """Two-sided Welch t-test p-value via scipy, with the degenerate cases made explicit; NaN (not estimable) when
+    either sample has one episode."""
+    if x.size < 2 or y.size < 2:
+        # No variance estimate: not evidence of a difference, nor of its absence. NaN never counts as significant
+        # (see _apply_correction); p = 0 here used to make one lucky episode "significant".
+        return math.nan
     if _var(x) == 0.0 and _var(y) == 0.0:
         # Both samples constant (e.g. all-zero rewards): scipy returns NaN for identical constants
         # (0/0) and warns. Identical constants are no evidence of a difference -> p = 1; different
         # constants are a deterministic difference -> p = 0 (what scipy returns too).
         return 1.0 if float(x[0]) == float(y[0]) else 0.0
-    p = float(sps.ttest_ind(x, y, equal_var=False).pvalue)
-    # NaN here means too little data to estimate a variance (n == 1); treat as "no evidence".
-    return 1.0 if math.isnan(p) else p
+    return float(sps.ttest_ind(x, y, equal_var=False).pvalue)
 
 
 def mwu_p(x: np.ndarray, y: np.ndarray) -> float:
@@ -316,7 +319,7 @@ def stratified_welch_p(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> fl
     """
     groups = [np.asarray(g, dtype=float) for g in (*xs, *ys)]
     if any(g.size < 2 for g in groups):
-        return 1.0  # a variance cannot be estimated from one episode: no evidence either way
+        return math.nan  # a variance cannot be estimated from one episode: not estimable (as in welch_p)
     diff = float(np.mean([x.mean() for x in xs]) - np.mean([y.mean() for y in ys]))
     v = np.array([_var(g) / g.size for g in groups])
     total = float(v.sum())
@@ -482,6 +485,8 @@ def _aggregate_stats(policy: str, per_mission: dict[str, np.ndarray], cfg: Stats
     boot = np.mean([_resampled_means(x, cfg.n_resamples, rng) for x in arrays], axis=0)
     pooled = np.concatenate(arrays)
     lo, hi = _percentile_ci(boot, cfg.confidence_level)
+    if any(x.size < 2 for x in arrays):
+        lo, hi = math.nan, math.nan  # a mission with one episode has no spread to resample (as bootstrap_mean_ci)
     return AggregateStats(
         policy=policy,
         mean=float(np.mean([x.mean() for x in arrays])),
@@ -569,11 +574,14 @@ def _row(
 def _apply_correction(rows: list[PairwiseResult], cfg: StatsConfig) -> None:
     # The family is every test reported (all pairs x (missions + aggregate)), using Welch p-values,
     # so no reported "significant" escapes the correction.
+    # Tests that cannot be estimated (NaN: one episode) are left out of the family and are never significant.
     raw = np.array([r.p_welch for r in rows], dtype=float)
-    adjusted = holm(raw) if cfg.correction == "holm" else benjamini_hochberg(raw)
+    testable = ~np.isnan(raw)
+    adjusted = np.full(raw.shape, math.nan)
+    adjusted[testable] = (holm if cfg.correction == "holm" else benjamini_hochberg)(raw[testable])
     for r, p in zip(rows, adjusted, strict=True):
         r.p_corrected = float(p)
-        r.significant = bool(p <= cfg.alpha)
+        r.significant = bool(p <= cfg.alpha)  # False for NaN
 
 
 def build_leaderboard(result: ComparisonStatistics) -> list[LeaderboardEntry]:
@@ -607,6 +615,7 @@ def build_leaderboard(result: ComparisonStatistics) -> list[LeaderboardEntry]:
         seen += len(group)
     for cur, nxt in itertools.pairwise(entries):
         pr = result.pair(cur.policy, nxt.policy)
-        cur.significantly_better_than_next = bool(pr.significant and cur.mean > nxt.mean)
+        # A shared rank means "not separated": even a significant pair test does not make the row say "better".
+        cur.significantly_better_than_next = bool(pr.significant and cur.mean > nxt.mean and cur.rank != nxt.rank)
         cur.p_corrected_vs_next = pr.p_corrected
     return entries

@@ -30,16 +30,14 @@ server database for many workers.
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
 import multiprocessing
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from daf.config import DAFSweepConfig, DAFTrainingConfig, RangeSpec, SearchDimension, validate_search_space
 from daf.evaluation import evaluate, evaluate_policy
+from daf.locks import directory_lock
 from daf.missions import get_mission
 from daf.policies.neural import NeuralPolicy
 from daf.policies.registry import is_trainable, load_policy, resolve_class_path
@@ -502,21 +501,6 @@ def _run_trials(config: DAFSweepConfig, url: str, study: optuna.Study, n: int, p
             future.result()  # a worker that died outside a trial (e.g. storage down) is an error of the sweep
 
 
-@contextmanager
-def _sweep_lock(directory: Path) -> Iterator[None]:
-    path = directory / ".lock"
-    try:
-        handle = path.open("w")
-    except OSError as exc:
-        raise SweepError(f"sweep directory {directory} is not writable: {exc}") from None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SweepError(f"sweep {directory.name!r} is already running in another process (lock {path})") from None
-        yield  # the kernel drops the lock when the holder dies, even on SIGKILL
-
-
 # ---------------------------------------------------------------------------
 # Entry point and results
 # ---------------------------------------------------------------------------
@@ -526,7 +510,8 @@ def run_sweep(config: DAFSweepConfig, progress: ProgressFn | None = None) -> Swe
     """Run (or continue) the sweep: train and evaluate every trial, then report the best configuration."""
     validate_sweep(config)
     url = storage_url(config)
-    with _sweep_lock(sweep_dir(config)):
+    directory = sweep_dir(config)
+    with directory_lock(directory, f"sweep {directory.name!r}", SweepError):
         storage = _storage(url)
         study = _load_study(config, storage)
         _check_fingerprint(study, config)

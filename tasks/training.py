@@ -8,29 +8,17 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.runtime import flow_run, task_run
 
-from daf.config import DAFConfig, DAFTrainingConfig
+from daf.config import EXECUTION_FIELDS, DAFConfig, DAFTrainingConfig
 from daf.content import mission_digest, path_digest, policy_source_digest
 from daf.faults import maybe_fail
 from daf.training import train
 from tasks.artifacts import ProgressArtifact
 from tasks.common import RETRY_OPTIONS, configured, make_cache_key, retry_transient, uses_gpu
 
-# Fields that change how a run is executed or shown, not what it learns.
-_NOT_IN_KEY = {
-    "progress",
-    "use_cache",
-    "refresh_cache",
-    "cache_expiration_hours",
-    "task_runner",
-    "dask_address",
-    "log_level",
-    "max_parallel_jobs",
-}
-
 
 def _cache_key(context, parameters) -> str:
     config: DAFTrainingConfig = parameters["config"]
-    payload = config.model_dump(mode="json", exclude=_NOT_IN_KEY)
+    payload = config.model_dump(mode="json", exclude=EXECUTION_FIELDS)
     # What training reads, by content: the warm-start weights, the missions' resolved configs, the policy's code.
     payload["warm_start_sha256"] = path_digest(config.policy_data_path)
     payload["missions_sha256"] = [mission_digest(m) for m in config.missions]

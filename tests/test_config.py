@@ -17,6 +17,7 @@ from daf.config import (
     DAFTrainingConfig,
     PolicyEntry,
     RangeSpec,
+    read_yaml_mapping,
 )
 
 SEED_SWEEP = {
@@ -303,3 +304,35 @@ def test_checkpoints_follow_output_dir_however_it_is_changed(tmp_path):
     assert DAFTrainingConfig.model_validate(submitted).checkpoint_root() == expected
     # Set explicitly, it stays where it was put.
     assert DAFTrainingConfig(output_dir="b", checkpoint_dir="elsewhere").checkpoint_root() == Path("elsewhere")
+
+
+# ---------------------------------------------------------------- input limits
+
+
+def test_yaml_merge_keys_and_small_aliases_still_work(tmp_path):
+    text = "defaults: &d {num_envs: 4, num_steps: 32}\ntraining:\n  <<: *d\n  hidden_size: 64\n"
+    data = read_yaml_mapping(write(tmp_path, text))
+    assert data["training"] == {"num_envs": 4, "num_steps": 32, "hidden_size": 64}
+
+
+def test_shared_references_are_counted_once_per_use_without_expanding_them():
+    import time
+
+    from daf.input_limits import InputTooLarge, check_size
+
+    leaf = ["x"] * 10
+    shared = leaf
+    for _ in range(8):  # 10^9 strings once expanded
+        shared = [shared] * 10
+    started = time.perf_counter()
+    with pytest.raises(InputTooLarge, match="expands to more than 100000 values"):
+        check_size({"init_kwargs": shared}, "config")
+    assert time.perf_counter() - started < 0.5
+    check_size({"a": [leaf] * 100}, "config")  # 1,100 values: fine
+    deep: list = []
+    node = deep
+    for _ in range(100):
+        node.append([])
+        node = node[0]
+    with pytest.raises(InputTooLarge, match="nested deeper than 64 levels"):
+        check_size(deep, "config")

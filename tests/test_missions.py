@@ -147,7 +147,7 @@ def test_unknown_override_is_an_error():
         get_mission("training_facility_1", colour="red")
     msg = str(exc.value)
     assert "training_facility_1" in msg
-    assert "unknown override(s) ['colour']" in msg
+    assert "colour: unknown key" in msg
     assert "num_agents" in msg and "max_steps" in msg  # the allowed overrides are listed
 
 
@@ -170,7 +170,7 @@ def test_custom_mission_yaml_with_base(tmp_path):
 def test_custom_mission_yaml_with_unknown_override(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("base: training_facility_1\nspeed: 3\n")
-    with pytest.raises(ValueError, match=r"unknown override\(s\) \['speed'\]"):
+    with pytest.raises(ValueError, match=r"speed: unknown key \(known keys: .*num_agents"):
         get_mission(str(path))
 
 
@@ -215,3 +215,34 @@ def test_mission_file_errors(tmp_path):
     bad_base.write_text("base: assembler_3\n")
     with pytest.raises(UnknownMissionError, match="Did you mean: assembler_"):
         get_mission(str(bad_base))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # mettagrid would search forever for a free cell for the 97th agent.
+        ({"num_agents": 100}, r"100 agents and 4 objects do not fit the 11x11 map's 81 free cells"),
+        ({"objects": {"heart_source": 80}}, r"4 agents and 80 objects do not fit"),
+        ({"width": 3000, "height": 3000}, r"width: Input should be less than or equal to 256"),
+        ({"max_steps": float("inf")}, r"max_steps: Input should be a finite number"),
+        ({"num_agents": "many"}, r"num_agents: Input should be a valid integer"),
+        ({"seed": 2**64}, r"seed: Input should be less than or equal to"),
+    ],
+)
+def test_missions_out_of_bounds_or_unplaceable_are_refused(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        get_mission("training_facility_1", **overrides)
+    path = tmp_path / "mission.yaml"
+    path.write_text(yaml.safe_dump({"base": "training_facility_1", **overrides}))
+    with pytest.raises(ValueError, match=message):
+        get_mission(str(path))
+
+
+def test_full_game_mission_file_is_checked_too(tmp_path):
+    game = get_mission("training_facility_1").model_dump(mode="json")
+    game["game"]["map_builder"]["agents"] = 200
+    game["game"]["num_agents"] = 200
+    path = tmp_path / "game.yaml"
+    path.write_text(yaml.safe_dump(game))
+    with pytest.raises(ValueError, match=r"200 agents and 4 objects do not fit"):
+        get_mission(str(path))

@@ -9,6 +9,7 @@ import os
 import stat
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from mettagrid.policy.loader import initialize_or_load_policy
 from mettagrid.policy.policy import PolicySpec
 from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 from mettagrid.policy.prepare_policy_spec import load_policy_spec_from_path
+from mettagrid.policy.submission import POLICY_SPEC_FILENAME
 
 import daf.packaging as packaging
 from daf.evaluation import evaluate
@@ -102,11 +104,14 @@ def custom_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"direction": torch.tensor(3)}, run / "policy.pt")
-    (run / "trainer_config.json").write_text(json.dumps({"lr": 0.001, "steps": 10}))
+    # A config DAF did not write beside the weights: never read into the bundle (it could hold anything).
+    (run / "config.json").write_text(json.dumps({"api_token": "secret"}))
     _purge_mypkg()
     monkeypatch.syspath_prepend(str(src))
     spec = PolicySpec(class_path="mypkg.custom.EastPolicy", data_path=str(run / "policy.pt"))
-    bundle = build_package(spec, tmp_path / "out", name="east", missions=[MISSION])
+    bundle = build_package(
+        spec, tmp_path / "out", name="east", missions=[MISSION], training_config={"lr": 0.001, "steps": 10}
+    )
     yield bundle
     _purge_mypkg()
 
@@ -207,8 +212,9 @@ def test_custom_policy_loads_from_the_bundle_alone(custom_bundle: Path, tmp_path
     assert spec_json["data_path"] == "weights/policy.pt"
     assert set(manifest["files"]) == names - {"manifest.json"}
     assert manifest["training_config"] == {"lr": 0.001, "steps": 10}
+    assert "secret" not in json.dumps(manifest)  # the stray config.json beside the weights stayed out
     assert manifest["missions"] == [MISSION]
-    assert manifest["source_checkpoint"] == str(tmp_path / "run" / "policy.pt")
+    assert manifest["source_checkpoint"] == "policy.pt"  # not the training machine's absolute path
     assert set(manifest["versions"]) == {"daf", "mettagrid", "torch", "python"}
 
     # Nothing left of the original source: the bundle must carry everything the class needs.
@@ -231,7 +237,9 @@ def test_custom_policy_loads_from_the_bundle_alone(custom_bundle: Path, tmp_path
 
 def test_rebuild_is_byte_identical(custom_bundle: Path, tmp_path: Path) -> None:
     spec = PolicySpec(class_path="mypkg.custom.EastPolicy", data_path=str(tmp_path / "run" / "policy.pt"))
-    again = build_package(spec, tmp_path / "elsewhere", name="east", missions=[MISSION])
+    again = build_package(
+        spec, tmp_path / "elsewhere", name="east", missions=[MISSION], training_config={"lr": 0.001, "steps": 10}
+    )
     assert again != custom_bundle and again.read_bytes() == custom_bundle.read_bytes()
     manifest = json.loads(zipfile.ZipFile(again).read("manifest.json"))
     assert manifest["created_at_source"] == "checkpoint_mtime"
@@ -387,7 +395,10 @@ def test_trained_lstm_round_trip(tmp_path: Path) -> None:
         weights = zf.read(spec_json["data_path"])
     assert spec_json["class_path"] == "daf.policies.neural.LSTMPolicy"
     assert weights == Path(trained.final_checkpoint).read_bytes()
-    assert manifest["training_config"]["policy_class_path"] == "lstm"  # the run's config.json travels along
+    assert manifest["training_config"]["policy_class_path"] == "lstm"  # the run's config.json travels along ...
+    assert not {"output_dir", "checkpoint_dir"} & set(manifest["training_config"])  # ... without machine paths
+    assert manifest["source_checkpoint"] == f"bundle/checkpoints/{Path(trained.checkpoint_dir).name}/policy.pt"
+    assert str(tmp_path) not in json.dumps(manifest)
     assert manifest["files"][spec_json["data_path"]]["sha256"] == hashlib.sha256(weights).hexdigest()
     report = ensure_valid(validate_package(bundle, missions=[MISSION, "assembler_1"]))
     assert {"weights", f"episode:{MISSION}", "episode:assembler_1"} <= set(_check_names(report))
@@ -399,3 +410,100 @@ def test_trained_lstm_round_trip(tmp_path: Path) -> None:
     result = evaluate(loaded, MISSION, episodes=2, seed=42)
     direct = evaluate(spec, MISSION, episodes=2, seed=42)
     assert result.rewards == direct.rewards  # the bundle behaves exactly like the checkpoint it came from
+
+
+# ---------------------------------------------------------------- bundles whose code is hostile
+
+
+def _hostile_bundle(tmp_path: Path, spec: dict, files: dict[str, str], missions: object = None) -> Path:
+    """A bundle with a consistent manifest (so only its content is hostile), assembled without importing it."""
+    entries = {POLICY_SPEC_FILENAME: json.dumps(spec).encode(), **{k: v.encode() for k, v in files.items()}}
+    manifest = {"format": "daf-policy-bundle", "format_version": 1, "missions": missions or [MISSION],
+                "files": {name: _digest(data) for name, data in entries.items()}}  # fmt: skip
+    path = tmp_path / "hostile.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in {**entries, "manifest.json": json.dumps(manifest).encode()}.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_class_path_that_is_not_a_policy_is_never_called(tmp_path: Path) -> None:
+    marker = tmp_path / "RAN"
+    spec = {"class_path": "pydoc.pipepager", "data_path": None, "setup_script": None,
+            "init_kwargs": {"cmd": f"touch {marker}"}}  # fmt: skip
+    report = validate_package(_hostile_bundle(tmp_path, spec, {}))
+    assert not report.ok and not marker.exists()
+    assert "class_path 'pydoc.pipepager' is function, not a MultiAgentPolicy subclass" in _errors(report)
+
+
+HOSTILE_MODULE = """
+import sys
+
+import daf.bundle_sandbox
+from daf.policies.scripted import RandomPolicy
+
+# Patch the checker wherever it runs: as daf.bundle_sandbox, or as __main__ of the checking process.
+for module in (daf.bundle_sandbox, sys.modules["__main__"]):
+    module._check_reward = lambda *args: ([], "patched: always passes")
+{extra}
+
+
+class Policy(RandomPolicy):
+    pass
+"""
+
+
+def _policy_bundle(tmp_path: Path, extra: str = "") -> Path:
+    spec = {"class_path": "evil.Policy", "data_path": None, "setup_script": None, "init_kwargs": {}}
+    return _hostile_bundle(tmp_path, spec, {"evil/__init__.py": HOSTILE_MODULE.format(extra=extra)})
+
+
+def test_bundle_code_runs_outside_the_validator_and_cannot_patch_it(tmp_path: Path) -> None:
+    import daf.bundle_sandbox
+
+    original = daf.bundle_sandbox._check_reward
+    # Inside its own check the patch "works" (code that runs can forge its verdict: daf/bundle_sandbox.py) ...
+    assert validate_package(_policy_bundle(tmp_path), reward_threshold=1000.0, eval_episodes=1).ok
+    # ... but nothing of it reaches this process or the next validation.
+    assert daf.bundle_sandbox._check_reward is original and "evil" not in sys.modules
+    honest = build_package(PolicySpec(class_path="random"), tmp_path / "honest")
+    assert "below threshold" in _errors(validate_package(honest, reward_threshold=1000.0, eval_episodes=1))
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("raise SystemExit(3)", "class: class_path 'evil.Policy' cannot be imported: SystemExit: 3"),
+        ("import os; os._exit(7)", "sandbox: the checking process ended (exit code 7) before it reported"),
+        ("raise KeyboardInterrupt", "KeyboardInterrupt"),
+    ],
+)
+def test_bundle_code_that_exits_is_reported_not_fatal(tmp_path: Path, extra: str, expected: str) -> None:
+    report = validate_package(_policy_bundle(tmp_path, extra))
+    assert not report.ok and expected in _errors(report)
+
+
+def test_bundle_code_that_hangs_is_killed_at_the_time_limit(tmp_path: Path) -> None:
+    from daf.bundle_sandbox import run_code_checks
+
+    root = tmp_path / "root"
+    (root / "evil").mkdir(parents=True)
+    (root / "evil" / "__init__.py").write_text("while True:\n    pass\n")
+    (root / POLICY_SPEC_FILENAME).write_text(json.dumps({"class_path": "evil.Policy", "data_path": None}))
+    started = time.monotonic()
+    (check,) = run_code_checks(root, [MISSION], None, 1, timeout_s=5)
+    assert time.monotonic() - started < 20
+    assert check["errors"] == ["the bundle's code did not finish within 5 s; killed"]
+
+
+def test_compiled_files_and_manifest_mission_paths_are_refused(tmp_path: Path) -> None:
+    spec = {"class_path": "evil.Policy", "data_path": None, "setup_script": None, "init_kwargs": {}}
+    pyc = _hostile_bundle(tmp_path, spec, {"evil/__init__.py": "", "evil/__pycache__/__init__.cpython-311.pyc": "x"})
+    assert "compiled code entry 'evil/__pycache__/__init__.cpython-311.pyc'" in _errors(validate_package(pyc))
+    for missions, message in (
+        (["/etc/huge_map.yaml"], "unknown mission(s) ['/etc/huge_map.yaml']"),
+        (7, "missions must be a list of mission names, got int"),
+        ("training_facility_1", "missions must be a list of mission names, got str"),
+    ):
+        bundle = _hostile_bundle(tmp_path, spec, {"evil/__init__.py": ""}, missions=missions)
+        assert message in _errors(validate_package(bundle))

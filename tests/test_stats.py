@@ -186,7 +186,9 @@ def test_different_ranks_always_backed_by_significant_test():
                 if hi.rank != lo.rank:
                     assert res.pair(hi.policy, lo.policy).significant
         for cur, nxt in itertools.pairwise(res.leaderboard):
-            assert cur.significantly_better_than_next == res.pair(cur.policy, nxt.policy).significant
+            # "Better than next" only across a rank boundary (test_better_than_next_agrees_with_shared_ranks).
+            separated = res.pair(cur.policy, nxt.policy).significant and cur.rank != nxt.rank
+            assert cur.significantly_better_than_next == separated
 
 
 # --- serialisation ------------------------------------------------------------------
@@ -241,3 +243,48 @@ def test_to_dict_is_strict_json_and_round_trips():
 def test_invalid_input_raises(scores, kwargs, match):
     with pytest.raises(ValueError, match=match):
         compare_scores(scores, **kwargs)
+
+
+# --- too little data ------------------------------------------------------------------
+
+
+def test_one_episode_per_policy_is_never_significant_and_has_no_interval():
+    res = compare_scores({"a": {"m": [5.0]}, "b": {"m": [1.0]}}, n_resamples=50)
+    for mission in ("m", None):
+        pair = res.pair("a", "b", mission)
+        assert math.isnan(pair.p_welch) and math.isnan(pair.p_corrected) and not pair.significant
+    agg = res.aggregate_for("a")
+    assert math.isnan(agg.ci_low) and math.isnan(agg.ci_high)  # undefined, not zero-width
+    assert [e.rank for e in res.leaderboard] == [1, 1]
+    assert res.leaderboard[0].significantly_better_than_next is False
+
+
+def test_a_mission_with_one_episode_makes_only_the_aggregate_not_estimable():
+    rng = np.random.default_rng(0)
+    scores = {
+        "a": {"m1": rng.normal(10, 1, 20).tolist(), "m2": [3.0]},
+        "b": {"m1": rng.normal(0, 1, 20).tolist(), "m2": [1.0]},
+    }
+    res = compare_scores(scores, n_resamples=50)
+    assert res.pair("a", "b", "m1").significant  # estimable where it can be: corrected within the testable ones
+    assert math.isnan(res.pair("a", "b").p_corrected)  # the aggregate: not estimable (was p = 1)
+    from daf.reports.html import render_markdown_summary
+
+    summary = render_markdown_summary(res)
+    assert "not estimable" in summary and "p_adj 1.000" not in summary
+    assert "Warning: with 1 episode(s) per mission" in summary
+
+
+def test_better_than_next_agrees_with_shared_ranks():
+    # A and B are separated by the test, but C (mean 0, huge spread) is separated from neither, so all three
+    # share a rank: the A row must not say "better than next".
+    a = [10.0, 10.1, 9.9, 10.05, 9.95, 10.0, 10.02, 9.98]
+    b = [v - 5.0 for v in a]
+    c = [120.0, -110.0, 90.0, -95.0, 60.0, -70.0, 15.0, -10.0]
+    res = compare_scores({"A": {"m": a}, "B": {"m": b}, "C": {"m": c}}, n_resamples=20)
+    assert res.pair("A", "B").significant
+    assert [e.rank for e in res.leaderboard] == [1, 1, 1]
+    assert not any(e.significantly_better_than_next for e in res.leaderboard)
+    from daf.reports.html import render_markdown_summary
+
+    assert "no: same rank (p_adj" in render_markdown_summary(res)

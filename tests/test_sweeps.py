@@ -318,20 +318,45 @@ def test_compute_budget_stops_starting_trials_and_can_be_raised_to_continue(tmp_
     assert not any("compute budget" in note for note in more.notes)
 
 
-def test_a_crashing_trial_is_recorded_and_the_sweep_continues(tmp_path):
-    # A learning rate of 1e30 makes the weights overflow after one update, and torch refuses to sample.
-    # Seed 1 runs the list in order, so the crash happens before the healthy trial.
-    cfg = _config(tmp_path, name="crash", search_space={"learning_rate": [1e30, 0.001]}, seed=1)
-    crashed, healthy = _by_number(run_sweep(cfg))
+# A trainable policy whose network outputs NaN logits at hidden size 16: torch then refuses to sample an action,
+# as it does when training diverges (config bounds keep DAF's own hyperparameters from producing that).
+DIVERGING_POLICY = """
+import torch
+from daf.policies.neural import MLPNet, NeuralPolicy
 
-    assert crashed["params"] == {"learning_rate": 1e30}, "grid order changed"
+
+class NaNAtSixteen(MLPNet):
+    def __init__(self, layout, hidden_size=128):
+        super().__init__(layout, hidden_size)
+        self.nan = hidden_size == 16
+
+    def forward(self, obs, state=None, resets=None):
+        logits, values, state = super().forward(obs, state, resets)
+        return (logits * float("nan") if self.nan else logits), values, state
+
+
+class Diverging(NeuralPolicy):
+    network_class = NaNAtSixteen
+"""
+
+
+def test_a_crashing_trial_is_recorded_and_the_sweep_continues(tmp_path, make_package):
+    package = make_package(DIVERGING_POLICY)
+    cfg = _config(tmp_path, name="crash", policy_class_path=f"{package}.Diverging",
+                  search_space={"hidden_size": [16, 32]})  # fmt: skip
+    trials = _by_number(run_sweep(cfg))
+    (crashed,) = [t for t in trials if t["params"] == {"hidden_size": 16}]
+    (healthy,) = [t for t in trials if t["params"] == {"hidden_size": 32}]
+
     assert crashed["state"] == "FAIL"
     assert crashed["error"].startswith("RuntimeError") and "nan" in crashed["error"]
     assert crashed["value"] is None
     assert healthy["state"] == "COMPLETE" and healthy["checkpoint"]
 
 
-def test_sweep_without_a_completed_trial_reports_the_errors(tmp_path):
-    cfg = _config(tmp_path, name="diverges", search_space={"learning_rate": [1e30]})
+def test_sweep_without_a_completed_trial_reports_the_errors(tmp_path, make_package):
+    package = make_package(DIVERGING_POLICY)
+    cfg = _config(tmp_path, name="diverges", policy_class_path=f"{package}.Diverging",
+                  search_space={"hidden_size": [16]})  # fmt: skip
     with pytest.raises(SweepError, match=r"no trial completed \(trial 0 FAIL: RuntimeError: .*nan"):
         run_sweep(cfg)

@@ -589,3 +589,29 @@ def test_user_policy_class_outside_daf_trains(tmp_path, monkeypatch):
     )
     ok, info = beats_random(trained.rewards, seed=11)
     assert ok, info
+
+
+def test_resuming_a_run_under_another_config_is_refused(tmp_path):
+    base = dict(policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=1024, num_envs=4,
+                num_steps=32, checkpoint_dir=str(tmp_path), run_id="r", progress=False, torch_threads=1)  # fmt: skip
+    first = train(DAFTrainingConfig(**base))
+    with pytest.raises(TrainingError, match=r"run 'r' .*another config \(learning_rate: 0.001 -> 0.01\)"):
+        train(DAFTrainingConfig(**base, learning_rate=0.01))
+    with pytest.raises(TrainingError, match=r"missions: \['training_facility_1'\] -> \['assembler_1'\]"):
+        train(DAFTrainingConfig(**{**base, "missions": ["assembler_1"]}))
+    # Longer, under the same settings: the run continues from its checkpoint.
+    longer = train(DAFTrainingConfig(**{**base, "num_training_steps": 2048}))
+    assert longer.resumed_from_step == first.global_step and longer.global_step >= 2048
+
+
+def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path):
+    from daf.locks import directory_lock
+
+    config = DAFTrainingConfig(policy_class_path="mlp", num_training_steps=512, num_envs=4, num_steps=32,
+                               checkpoint_dir=str(tmp_path), run_id="busy", progress=False)  # fmt: skip
+    (tmp_path / "busy").mkdir()
+    with directory_lock(tmp_path / "busy", "another trainer", RuntimeError):
+        with pytest.raises(TrainingError, match=r"training run 'busy' is already running in another process"):
+            train(config)
+    assert not list((tmp_path / "busy").glob("checkpoints/step_*"))
+    assert train(config).global_step >= 512  # free again once the holder is gone

@@ -42,8 +42,10 @@ def fmt_num(v: Any, digits: int = 3) -> str:
 
 
 def fmt_p(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None:
         return "—"
+    if isinstance(v, float) and math.isnan(v):
+        return "not estimable"  # a test with one episode on a side (daf.stats.welch_p)
     return "<0.001" if v < 0.001 else f"{v:.3f}"
 
 
@@ -78,6 +80,43 @@ def _environment() -> Environment:
     return env
 
 
+# Percentile-bootstrap intervals of a mean cover less than their level with few episodes: 85-93% (of 95%) at 10
+# episodes and 90-94% at 20 on mission-like reward distributions (bench/ci_coverage.py). Below this, say so.
+FEW_EPISODES = 20
+
+
+def versus_next(leaderboard: list) -> list[str]:
+    """The "better than next?" column, worded to agree with the ranks: a pair the corrected test separates can
+    still share a rank (a noisy policy between them is separated from neither), and then it is not "better"."""
+    texts = []
+    for cur, nxt in zip(leaderboard, [*leaderboard[1:], None]):
+        p_adj = f"p_adj {fmt_p(cur.p_corrected_vs_next)}"
+        if nxt is None:
+            texts.append("—")
+        elif cur.significantly_better_than_next:
+            texts.append(f"yes ({p_adj})")
+        elif cur.rank == nxt.rank:
+            texts.append(f"no: same rank ({p_adj})")
+        else:
+            texts.append(f"no ({p_adj})")
+    return texts
+
+
+def ci_method_note(stats: ComparisonStatistics) -> str:
+    """How the report's intervals were made, and a warning when there are too few episodes for them."""
+    note = (
+        f"{stats.confidence_level:.0%} CIs: percentile bootstrap of the mean ({stats.n_resamples} resamples), "
+        "stratified by mission for the aggregate; undefined (—) with one episode."
+    )
+    fewest = min((m.n for m in stats.per_mission), default=0)
+    if fewest < FEW_EPISODES:
+        note += (
+            f" Warning: with {fewest} episode(s) per mission these intervals cover the true mean less often than "
+            f"{stats.confidence_level:.0%} (bench/ci_coverage.py); use {FEW_EPISODES} or more before relying on them."
+        )
+    return note
+
+
 def render_html(statistics: ComparisonStatistics | dict, metadata: dict, title: str = "DAF comparison report") -> str:
     stats = _as_stats(statistics)
     metadata = dict(metadata or {})
@@ -92,6 +131,8 @@ def render_html(statistics: ComparisonStatistics | dict, metadata: dict, title: 
         agg_rank={e.policy: e for e in stats.leaderboard},
         agg={a.policy: a for a in stats.aggregate},
         plots=all_plots(stats),
+        ci_note=ci_method_note(stats),
+        vs_next=dict(zip((e.policy for e in stats.leaderboard), versus_next(stats.leaderboard))),
     )
 
 
@@ -129,13 +170,12 @@ def render_markdown_summary(statistics: ComparisonStatistics | dict) -> str:
         f"Aggregate = mean of per-mission means; {stats.confidence_level:.0%} stratified bootstrap CI. "
         f"Policies share a rank unless the {method}-corrected test (alpha = {stats.alpha:g}) separates them.",
         "",
+        ci_method_note(stats),
+        "",
         "| Rank | Policy | Mean | CI | Better than next? |",
         "|---:|---|---:|---|---|",
     ]
-    for e in stats.leaderboard:
-        nxt = {None: "—", True: f"yes (p_adj {fmt_p(e.p_corrected_vs_next)})"}.get(
-            e.significantly_better_than_next, f"no (p_adj {fmt_p(e.p_corrected_vs_next)})"
-        )
+    for e, nxt in zip(stats.leaderboard, versus_next(stats.leaderboard)):
         lines.append(
             f"| {e.rank} | {md_escape(e.policy)} | {fmt_num(e.mean)} | {fmt_ci(e.ci_low, e.ci_high)} | {nxt} |"
         )

@@ -45,6 +45,16 @@ def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
+def checkpoint_holding(weights: Path) -> Checkpoint | None:
+    """The DAF checkpoint whose weights file this is (`.../checkpoints/step_<N>/policy.pt`, complete), else None."""
+    directory = weights.parent
+    match = _STEP_DIR.match(directory.name)
+    complete = all((directory / f).is_file() for f in (WEIGHTS_FILE, TRAINER_STATE_FILE, SPEC_FILE, CONFIG_FILE))
+    if weights.name != WEIGHTS_FILE or not match or directory.parent.name != "checkpoints" or not complete:
+        return None
+    return Checkpoint(directory, int(match.group(1)))
+
+
 def latest_checkpoint(run_dir: Path) -> Checkpoint | None:
     checkpoints = list_checkpoints(run_dir)
     return checkpoints[-1] if checkpoints else None

@@ -23,7 +23,8 @@ import torch
 from mettagrid.policy.policy import PolicySpec
 from torch import nn
 
-from daf.config import DAFTrainingConfig
+from daf.config import RESUMABLE_CHANGES, DAFTrainingConfig
+from daf.locks import directory_lock
 from daf.missions import get_mission
 from daf.policies.neural import NeuralPolicy, load_weights
 from daf.policies.registry import PolicyResolutionError, is_trainable, load_policy, resolve_class_path
@@ -31,6 +32,7 @@ from daf.policies.tokens import trim_padding
 from daf.simulation import env_interface
 from daf.training.checkpoints import (
     CONFIG_FILE,
+    Checkpoint,
     latest_checkpoint,
     load_trainer_state,
     save_checkpoint,
@@ -42,6 +44,11 @@ from daf.training.vecenv import VecEnv
 ProgressFn = Callable[[dict[str, Any]], None]
 # Called after every update with (global_step, policy); may raise StopTraining (e.g. a pruned sweep trial).
 UpdateHook = Callable[[int, NeuralPolicy], None]
+
+
+# Agents stepped per rollout step (num_envs x agents): 65,536 rows of 64-step rollouts of ~50 observation tokens
+# already take gigabytes; more is a typo, and would fail late with MemoryError.
+MAX_ROLLOUT_ROWS = 65_536
 
 
 class StopTraining(Exception):
@@ -108,11 +115,34 @@ def _make_policy(config: DAFTrainingConfig, env_info, device: torch.device) -> t
     return policy, class_path
 
 
+def _check_resumable(config: DAFTrainingConfig, checkpoint: Checkpoint) -> None:
+    """A run resumes only under the config it was trained with, give or take settings that do not change what it
+    learns (RESUMABLE_CHANGES): continuing it under other hyperparameters, missions or seed would mix two
+    trainings under one name, and a finished run would silently hand back its old checkpoint as the new result."""
+    saved = json.loads((checkpoint.path / CONFIG_FILE).read_text())
+    now = config.model_dump(mode="json")
+    differs = sorted(k for k in now.keys() - RESUMABLE_CHANGES if saved.get(k) != now[k])
+    if differs:
+        details = "; ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in differs)
+        raise TrainingError(
+            f"run {config.run_id!r} in {checkpoint.path.parent.parent} was trained with another config ({details}): "
+            "give this training another run_id, or the same settings to continue it"
+        )
+
+
 def validate_training_config(config: DAFTrainingConfig) -> None:
     """Everything that can be checked without compute: missions, policy class, warm-start weights, paths."""
-    for mission in [*config.missions, *config.eval_missions]:
+    for mission in [*config.eval_missions]:
         get_mission(mission)
-    env_interface([get_mission(m) for m in config.missions])
+    games = [get_mission(m) for m in config.missions]
+    env_interface(games)
+    # Each of num_envs environments holds one mission's agents: rows of every rollout tensor.
+    rows = config.num_envs * max(g.game.num_agents for g in games)
+    if rows > MAX_ROLLOUT_ROWS:
+        raise TrainingError(
+            f"num_envs ({config.num_envs}) x agents per mission (up to {rows // config.num_envs}) = {rows} rollout "
+            f"rows; at most {MAX_ROLLOUT_ROWS}"
+        )
     resolve_device(config.device)
     try:
         trainable = is_trainable(config.policy_class_path)
@@ -135,8 +165,19 @@ def validate_training_config(config: DAFTrainingConfig) -> None:
 def train(
     config: DAFTrainingConfig, progress: ProgressFn | None = None, on_update: UpdateHook | None = None
 ) -> TrainingResult:
-    """Train (or resume) the run `config.run_id` until `num_training_steps` agent-steps."""
+    """Train (or resume) the run `config.run_id` until `num_training_steps` agent-steps. One process at a time per
+    run: a second one on the same run directory is refused, and so is resuming a run under another config."""
     validate_training_config(config)
+    run_id = config.run_id or f"{config.policy_class_path.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:8]}"
+    run_dir = config.checkpoint_root() / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with directory_lock(run_dir, f"training run {run_id!r}", TrainingError):
+        return _train(config, run_id, run_dir, progress, on_update)
+
+
+def _train(
+    config: DAFTrainingConfig, run_id: str, run_dir: Path, progress: ProgressFn | None, on_update: UpdateHook | None
+) -> TrainingResult:
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.set_per_process_memory_fraction(config.gpu_memory_fraction)
@@ -149,9 +190,6 @@ def train(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % 2**32)
 
-    run_id = config.run_id or f"{config.policy_class_path.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:8]}"
-    run_dir = config.checkpoint_root() / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
 
     envs = VecEnv(config.missions, config.num_envs, config.seed)
@@ -162,6 +200,7 @@ def train(
     start_step, update = 0, 0
     resume = latest_checkpoint(run_dir)
     if resume is not None:
+        _check_resumable(config, resume)
         policy.load_policy_data(str(resume.weights))
     else:
         metrics_path.unlink(missing_ok=True)

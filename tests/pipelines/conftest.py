@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -26,6 +27,7 @@ def prefect_harness():
     ):
         with prefect_test_harness(server_startup_timeout=60):
             yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

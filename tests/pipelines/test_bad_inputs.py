@@ -118,6 +118,26 @@ def _symlinked(tmp: Path) -> Path:
     return out
 
 
+def _alias_bomb() -> str:
+    """383 bytes of YAML whose aliases expand to 10^9 strings."""
+    lines = ['  a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 9):
+        lines.append(f"  {chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 10) + "]")
+    return "search_space: {learning_rate: [0.1]}\ntraining:\n" + "\n".join(lines) + "\n"
+
+
+def _cycle() -> dict:
+    loop: dict = {}
+    loop["again"] = loop
+    return loop
+
+
+def _mission(tmp: Path, overrides: str) -> str:
+    path = tmp / "mission.yaml"
+    path.write_text(f"base: training_facility_1\n{overrides}\n")
+    return str(path)
+
+
 def _unwritable(tmp: Path) -> str:
     blocker = tmp / "a-file"
     blocker.write_text("not a directory")
@@ -217,6 +237,51 @@ CASES: list[tuple[str, Callable[[Path], object], str]] = [
             policies=["nope"], missions=["training_facility_1"], episodes_per_mission=1, output_dir=str(t / "o")
         ),
         "unknown policy 'nope'",
+    ),
+    # Names that would escape their run directory.
+    ("run_id of dots", lambda t: _train(t, run_id=".."), "'..' is not a usable directory name"),
+    (
+        "sweep name of dots",
+        lambda t: _yaml(t, "name: '..'\nsearch_space: {learning_rate: [0.1]}\n"),
+        "'..' is not a usable directory name",
+    ),
+    # Non-finite or absurd numbers, named before compute.
+    (
+        "infinite learning rate",
+        lambda t: _train(t, learning_rate=float("inf")),
+        "learning_rate: Input should be a finite",
+    ),
+    (
+        "YAML .inf",
+        lambda t: _yaml(t, "search_space: {learning_rate: [0.1]}\ncache_expiration_hours: .inf\n"),
+        "cache_expiration_hours: Input should be a finite number",
+    ),
+    ("NaN entropy", lambda t: _train(t, ent_coef=float("nan")), "ent_coef: Input should be a finite number"),
+    ("seed beyond numpy's range", lambda t: _train(t, seed=2**63), "seed: Input should be less than or equal to"),
+    ("ten million environments", lambda t: _train(t, num_envs=10**7), "num_envs: Input should be less than or equal"),
+    ("a million hidden units", lambda t: _train(t, hidden_size=10**6), "hidden_size: Input should be less than"),
+    # Small inputs that would take the machine.
+    ("YAML alias bomb", lambda t: _yaml(t, _alias_bomb()), "expands to more than 100000 values"),
+    ("50,000-deep YAML", lambda t: _yaml(t, "a: " + "[" * 50000 + "]" * 50000 + "\n"), "nested deeper than 64"),
+    (
+        "YAML over 1 MiB",
+        lambda t: _yaml(t, "search_space: {learning_rate: [0.1]}\n" + "#" * (1 << 20)),
+        "larger than 1048576 bytes",
+    ),
+    (
+        "self-referencing init_kwargs",
+        lambda t: _compare(t, [{"class_path": "random", "init_kwargs": _cycle()}]),
+        "contains a reference to itself",
+    ),
+    (
+        "more agents than free cells",
+        lambda t: _compare(t, ["baseline"], [_mission(t, "num_agents: 100")]),
+        "100 agents and 4 objects do not fit the 11x11 map's 81 free cells",
+    ),
+    (
+        "3000x3000 map",
+        lambda t: _compare(t, ["baseline"], [_mission(t, "width: 3000\nheight: 3000")]),
+        "width: Input should be less than or equal to 256",
     ),
     ("tampered bundle", lambda t: validate_package(_tampered(t)), "policy_spec.json"),
     ("zip-slip bundle", lambda t: validate_package(_zip_slip(t)), "../evil.txt"),
