@@ -101,6 +101,8 @@ def build_package(
         data_file = Path(policy_spec.data_path)
         if not data_file.is_file():
             raise PackagingError(f"data_path {data_file} is not a file (only single-file weights can be bundled)")
+        if _looks_like_torch(data_file) and (problem := unsafe_weights(data_file)):
+            raise PackagingError(f"data_path {data_file}: {problem}")  # before a bundle that cannot load is written
         data_arcname = f"{WEIGHTS_DIR}/{data_file.name}"
         _add_file(files, data_arcname, data_file)
 
@@ -587,13 +589,19 @@ def _check_weights(root: Path, data_path: str | None) -> tuple[str, list[str]]:
     path = root / data_path
     if not _looks_like_torch(path):
         return f"{data_path}: not a torch file; left to the policy's loader", []
-    try:
-        import torch  # only bundles with torch weights need it; simulation never does
-    except ImportError:
-        return f"{data_path}: torch not installed, weights not checked", []
+    problem = unsafe_weights(path)
+    if problem:
+        return "", [f"{data_path} {problem}"]
+    return f"{data_path} loads with weights_only=True", []
+
+
+def unsafe_weights(path: Path) -> str | None:
+    """Why a torch file fails torch.load(weights_only=True) (an unsafe or corrupt pickle), or None when it loads."""
+    import torch
+
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        return "", [f"{data_path} refused by torch.load(weights_only=True) (unsafe or corrupt pickle): {detail}"]
-    return f"{data_path} loads with weights_only=True", []
+        return f"refused by torch.load(weights_only=True) (unsafe or corrupt pickle): {detail}"
+    return None

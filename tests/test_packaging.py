@@ -507,3 +507,19 @@ def test_compiled_files_and_manifest_mission_paths_are_refused(tmp_path: Path) -
     ):
         bundle = _hostile_bundle(tmp_path, spec, {"evil/__init__.py": ""}, missions=missions)
         assert message in _errors(validate_package(bundle))
+
+
+def test_building_from_unsafe_or_corrupt_weights_fails_before_a_bundle_is_written(tmp_path: Path) -> None:
+    from daf.packaging import PackagingError
+
+    marker = tmp_path / "pwned"
+    for name, write in (
+        ("corrupt.pt", lambda p: p.write_bytes(b"not a checkpoint")),
+        ("payload.pt", lambda p: torch.save({"w": _Payload(marker)}, p)),
+    ):
+        weights = tmp_path / name
+        write(weights)
+        with pytest.raises(PackagingError, match=r"refused by torch.load\(weights_only=True\)"):
+            build_package(PolicySpec(class_path="lstm", data_path=str(weights)), tmp_path / "out", name="x")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert not marker.exists()
