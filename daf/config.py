@@ -16,6 +16,8 @@ from daf.input_limits import MAX_YAML_BYTES, InputTooLarge, check_size, load_yam
 MAX_SEED = 2**32 - 1  # numpy's seed range; torch's is wider
 MAX_AGENT_STEPS = 10**13
 MAX_EPISODES = 100_000
+MAX_LIST = 256  # policies or missions in one pipeline: every pair is evaluated, every pair of policies tested
+MAX_TRIALS = 10_000
 
 
 def _directory_name(value: str) -> str:
@@ -132,9 +134,9 @@ class DAFTrainingConfig(DAFConfig):
 
     policy_class_path: str = "lstm"
     policy_data_path: str | None = None
-    missions: list[str] = Field(default_factory=lambda: ["training_facility_1"], min_length=1)
+    missions: list[str] = Field(default_factory=lambda: ["training_facility_1"], min_length=1, max_length=MAX_LIST)
     num_training_steps: int = Field(default=200_000, gt=0, le=MAX_AGENT_STEPS, description="agent-steps to train for")
-    eval_missions: list[str] = Field(default_factory=list)
+    eval_missions: list[str] = Field(default_factory=list, max_length=MAX_LIST)
     eval_episodes: int = Field(default=10, gt=0, le=MAX_EPISODES)
     run_id: DirectoryName | None = None
     checkpoint_interval: int = Field(
@@ -270,10 +272,10 @@ class DAFSweepConfig(DAFConfig):
     name: DirectoryName = "sweep"
     policy_class_path: str = "lstm"
     policy_data_path: str | None = None
-    missions: list[str] = Field(default_factory=lambda: ["training_facility_1"], min_length=1)
+    missions: list[str] = Field(default_factory=lambda: ["training_facility_1"], min_length=1, max_length=MAX_LIST)
     search_space: dict[str, Any]
     strategy: Literal["grid", "random", "bayesian"] = "grid"
-    num_trials: int | None = Field(default=None, ge=1, le=10_000, description="default: grid size, or 10")
+    num_trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS, description="default: grid size, or 10")
     episodes_per_trial: int = Field(default=5, ge=1, le=MAX_EPISODES)
     training_steps_per_trial: int = Field(default=50_000, gt=0, le=MAX_AGENT_STEPS)
     max_agent_steps: int | None = Field(
@@ -342,6 +344,11 @@ class DAFSweepConfig(DAFConfig):
                 raise ValueError("strategy 'grid' needs every search_space entry to be a list of values")
             if self.num_trials is not None and self.num_trials > self.grid_size():
                 raise ValueError(f"num_trials ({self.num_trials}) exceeds the grid size ({self.grid_size()})")
+            if self.num_trials is None and self.grid_size() > MAX_TRIALS:
+                raise ValueError(
+                    f"the grid has {self.grid_size()} points, more than {MAX_TRIALS} trials: set num_trials or use "
+                    "strategy 'random' or 'bayesian'"
+                )
         return self
 
     def total_trials(self) -> int:
@@ -360,8 +367,8 @@ class PolicyEntry(_StrictModel):
 
 
 class DAFComparisonConfig(DAFConfig):
-    policies: list[PolicyEntry] = Field(min_length=1)
-    missions: list[str] = Field(min_length=1)
+    policies: list[PolicyEntry] = Field(min_length=1, max_length=MAX_LIST)
+    missions: list[str] = Field(min_length=1, max_length=MAX_LIST)
     episodes_per_mission: int = Field(default=10, ge=1, le=MAX_EPISODES)
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     correction: Literal["holm", "bh"] = "holm"
@@ -370,14 +377,14 @@ class DAFComparisonConfig(DAFConfig):
 
 
 class DAFBenchmarkConfig(DAFConfig):
-    policies: list[PolicyEntry] = Field(min_length=1)
-    missions: list[str] = Field(min_length=1)
+    policies: list[PolicyEntry] = Field(min_length=1, max_length=MAX_LIST)
+    missions: list[str] = Field(min_length=1, max_length=MAX_LIST)
     episodes_per_mission: int = Field(default=10, ge=1, le=MAX_EPISODES)
-    training_missions: list[str] | None = None
+    training_missions: list[str] | None = Field(default=None, max_length=MAX_LIST)
     training_steps: int = Field(default=100_000, gt=0, le=MAX_AGENT_STEPS)
     training: dict[str, Any] = Field(default_factory=dict, description="DAFTrainingConfig overrides for training")
     compare_baselines: bool = True
-    baselines: list[str] = Field(default_factory=lambda: ["baseline", "random"])
+    baselines: list[str] = Field(default_factory=lambda: ["baseline", "random"], max_length=MAX_LIST)
     create_deployment_package: bool = False
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     correction: Literal["holm", "bh"] = "holm"

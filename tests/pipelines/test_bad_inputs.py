@@ -444,7 +444,17 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
     ("tampered bundle", lambda t: ["validate-package", str(_tampered(t))], 1, "policy_spec.json"),
     ("zip-slip bundle", lambda t: ["validate-package", str(_zip_slip(t))], 1, "../evil.txt"),
     ("symlinked bundle", lambda t: ["validate-package", str(_symlinked(t))], 1, "symlink"),
-]
+    # DAF's own bad-input errors (training, checkpoints, missions, oversized input) are exit 2 with one line.
+    ("run_id of dots", lambda t: ["train", "--policy", "mlp", "--mission", "training_facility_1", "--run-id", "..",
+                                  "--output-dir", str(t / "o")], 2, "'..' is not a usable directory name"),
+    ("mission that cannot be placed", lambda t: ["compare", "--policy", "baseline", "--mission",
+                                                 _mission(t, "num_agents: 100"), "--output-dir", str(t / "o")],
+     2, "100 agents and 4 objects do not fit"),
+    ("50,000-deep YAML config", lambda t: ["train", "--config", _sweep_yaml(t, "a: " + "[" * 50000 + "]" * 50000)],
+     2, "nested deeper than 64 levels"),
+    ("corrupt weights to package", lambda t: ["package", "lstm", "--data-path", _corrupted(t), "--output-dir",
+                                              str(t / "p")], 2, "refused by torch.load(weights_only=True)"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("case,args,code,expected", CLI_CASES, ids=[c[0] for c in CLI_CASES])
