@@ -114,16 +114,44 @@ def _check_device(report: EnvironmentReport, device: str) -> None:
         report.add("device", OK, f"CPU ({torch.get_num_threads()} torch threads); no CUDA GPU")
 
 
-def _check_missions(report: EnvironmentReport, missions: list[str]) -> None:
+# A map builder other than the random one (a user's `game:` mission) is built in a child process with this limit:
+# a builder that cannot place what it was given loops inside mettagrid, where no thread can be interrupted.
+MAP_BUILD_TIMEOUT_S = 60.0
+
+
+def _build_and_step(name: str) -> None:
     from mettagrid.simulator.simulator import Simulation
+
+    from daf.missions import get_mission
+
+    sim = Simulation(get_mission(name), seed=0)
+    sim.step()
+    sim.close()
+
+
+def _build_in_child(name: str, timeout_s: float) -> None:
+    import multiprocessing
+
+    # spawn, not fork: this process runs Prefect's threads, and a forked child could inherit a held lock.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        try:
+            pool.apply_async(_build_and_step, (name,)).get(timeout=timeout_s)
+        except multiprocessing.TimeoutError:
+            raise TimeoutError(f"building its map took longer than {timeout_s:.0f} s; stopped") from None
+
+
+def _check_missions(report: EnvironmentReport, missions: list[str]) -> None:
+    from mettagrid.map_builder.random_map import RandomMapBuilder
 
     from daf.missions import get_mission
 
     for name in missions:
         try:
-            sim = Simulation(get_mission(name), seed=0)
-            sim.step()
-            sim.close()
+            # Random maps are checked for room before mettagrid sees them (daf.missions.check_mission_fits).
+            if isinstance(get_mission(name).game.map_builder, RandomMapBuilder.Config):
+                _build_and_step(name)
+            else:
+                _build_in_child(name, MAP_BUILD_TIMEOUT_S)
             report.add(f"mission:{name}", OK, "builds and steps")
         except Exception as exc:  # report every failure mode of a user's mission as a check result
             report.add(f"mission:{name}", ERROR, str(exc).splitlines()[0])

@@ -101,3 +101,28 @@ def test_module_level_entry_point(tmp_path, monkeypatch):
     report = environment_checks.daf_check_environment()
     assert report.is_healthy() is True, report.summary()
     assert (tmp_path / "daf_output").is_dir()
+
+
+def test_missions_with_other_map_builders_are_built_in_a_child_with_a_time_limit(tmp_path, monkeypatch):
+    import yaml
+
+    from daf.missions import get_mission
+
+    from mettagrid.map_builder.ascii import AsciiMapBuilder
+
+    mission = get_mission("training_facility_1")
+    mission.game.map_builder = AsciiMapBuilder.Config(
+        map_data=[list("#######"), list("#@.@..#"), list("#..@.@#"), list("#######")],
+        char_to_map_name={"#": "wall", "@": "agent.agent", ".": "empty"},
+    )
+    game = mission.model_dump(mode="json")
+    path = tmp_path / "ascii.yaml"
+    path.write_text(yaml.safe_dump(game))
+    report = daf_check_environment(missions=[str(path)], policy_class_paths=[], output_dir=str(tmp_path / "o"))
+    assert report.get(f"mission:{path}").status == OK, report.summary()
+
+    # A builder that does not finish is stopped at the limit (a spawned child cannot start in 1 ms).
+    monkeypatch.setattr(environment_checks, "MAP_BUILD_TIMEOUT_S", 0.001)
+    report = daf_check_environment(missions=[str(path)], policy_class_paths=[], output_dir=str(tmp_path / "o"))
+    check = report.get(f"mission:{path}")
+    assert check.status == ERROR and "building its map took longer than 0 s; stopped" in check.message
