@@ -105,10 +105,9 @@ def test_module_level_entry_point(tmp_path, monkeypatch):
 
 def test_missions_with_other_map_builders_are_built_in_a_child_with_a_time_limit(tmp_path, monkeypatch):
     import yaml
+    from mettagrid.map_builder.ascii import AsciiMapBuilder
 
     from daf.missions import get_mission
-
-    from mettagrid.map_builder.ascii import AsciiMapBuilder
 
     mission = get_mission("training_facility_1")
     mission.game.map_builder = AsciiMapBuilder.Config(
