@@ -35,9 +35,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from daf.input_limits import InputTooLarge, load_yaml
+from daf.interrupts import Interrupted
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
-EXIT_CODES_HELP = "Exit codes: 0 success, 1 pipeline failed, 2 bad input/config, 3 partial (an optional stage failed)."
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success, 1 pipeline failed, 2 bad input/config, 3 partial (an optional stage failed), "
+    "130 stopped by SIGINT, 143 stopped by SIGTERM."
+)
 # Outputs worth pointing the user at, in the order they are shown.
 OUTPUT_KEYS = (
     "report_html",
@@ -331,8 +335,16 @@ def run_pipeline(name: str, call: Callable[[], Any], **totals: Any) -> None:
     err = _err()
     if not PREFECT_API_URL.value():
         err.print(f"running the {name} pipeline (Prefect starts its embedded server first, ~20 s)", markup=False)
-    with pipeline_progress(err, name, verbose=OPTIONS.verbose, **totals):
-        result = call()
+    try:
+        with pipeline_progress(err, name, verbose=OPTIONS.verbose, **totals):
+            result = call()
+    except Interrupted as stop:  # SIGINT/SIGTERM: the result was written; exit 130/143 (daf/interrupts.py)
+        if stop.result is not None:
+            show_result(stop.result, _out())
+            message = "; ".join(stop.result.errors)
+        else:
+            message = str(stop)
+        _exit(stop.exit_code, message)
     show_result(result, _out())
     exit_for(result)
 

@@ -1,6 +1,8 @@
 """The seed's public API: four orchestrators, each running a Prefect flow and returning a PipelineResult.
 
 They never raise for a stage failure; invalid arguments give a failed result whose error names the argument.
+SIGINT or SIGTERM stops a pipeline at the next safe point: its result (status failed, the error naming the signal)
+is written to the run directory, then daf.interrupts.Interrupted (a KeyboardInterrupt carrying that result) is raised.
 Without PREFECT_API_URL, Prefect starts its embedded (ephemeral) server on first use.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import signal
 import time
 from datetime import datetime
 from typing import Any
@@ -24,6 +27,7 @@ from daf.config import (
     DAFTrainingConfig,
     format_validation_error,
 )
+from daf.interrupts import Interrupted, stop_on_signals
 from daf.results import FAILED, PipelineResult
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -99,12 +103,16 @@ def _run(flow_fn, pipeline: str, cfg: DAFConfig, *args: Any) -> PipelineResult:
     from flows.common import PipelineFailed
 
     started = time.perf_counter()
-    with _in_process_heartbeats():
+    # SIGINT/SIGTERM stop the pipeline at the next safe point; its result is written, then Interrupted is raised
+    # (daf/interrupts.py): a stopped pipeline does not return as if it had merely failed.
+    with stop_on_signals(), _in_process_heartbeats():
         state = flow_fn(cfg, *args, return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, PipelineFailed):
         result = result.result
     if isinstance(result, PipelineResult):
+        if stopped_by := result.outputs.get("interrupted_by"):
+            raise Interrupted(signal.Signals[stopped_by], result)
         return result
     # The flow itself crashed outside any stage (e.g. the engine lost its server).
     return PipelineResult(

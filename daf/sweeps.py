@@ -50,6 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from daf.config import DAFSweepConfig, DAFTrainingConfig, RangeSpec, SearchDimension, validate_search_space
 from daf.evaluation import evaluate, evaluate_policy
+from daf.interrupts import describe_stop, raise_on_stop_signals
 from daf.locks import directory_lock
 from daf.missions import get_mission
 from daf.policies.neural import NeuralPolicy
@@ -298,6 +299,10 @@ class _Objective:
             # Optuna records the trial as FAIL (optimize catches Exception); the message stays with the trial.
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             raise
+        except BaseException as exc:  # a stop signal (daf/interrupts.py): the trial runs again on resume
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("error", f"{describe_stop(exc)}; it runs again when the sweep is resumed")
+            raise
         finally:
             trial.set_user_attr("duration_s", time.perf_counter() - started)
             trial.set_user_attr("agent_steps", max(hook.global_step, trial.user_attrs.get("agent_steps", 0)))
@@ -397,14 +402,21 @@ def _check_fingerprint(study: optuna.Study, config: DAFSweepConfig) -> None:
 
 
 def _requeue_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
-    """Mark trials left RUNNING by a dead process as FAIL and queue a re-run with the same parameters."""
+    """Queue a re-run, with the same parameters, of every interrupted trial: left RUNNING by a dead process (marked
+    FAIL here), or stopped by a signal (marked by _Objective) and not re-run yet."""
     study_id = storage.get_study_id_from_name(study.study_name)
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    stopped = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("interrupted")]
     requeued = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        storage.set_trial_user_attr(trial_id, "interrupted", True)
-        storage.set_trial_user_attr(trial_id, "error", "interrupted: the sweep process stopped during this trial")
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    for t in [*study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), *stopped]:
+        if t.number in retried:
+            continue
+        if t.state == TrialState.RUNNING:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
+            storage.set_trial_user_attr(trial_id, "error", "interrupted: the sweep process stopped during this trial")
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
         # As optuna.storages.RetryHeartbeatStaleTrialCallback does; system attrs keep GridSampler's grid id.
         study.add_trial(
             optuna.trial.create_trial(
@@ -491,14 +503,31 @@ def _run_trials(config: DAFSweepConfig, url: str, study: optuna.Study, n: int, p
         _optimize(config, url, n, 0, session, 1, progress)
         return
     shares = [n // workers + (i < n % workers) for i in range(workers)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=raise_on_stop_signals) as pool:
         futures = [pool.submit(_optimize, config, url, k, i, session, workers) for i, k in enumerate(shares)]
         pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=2.0)
-            progress(study)
+        try:
+            while pending:
+                _, pending = wait(pending, timeout=2.0)
+                progress(study)
+        except BaseException:  # a stop signal: the workers stop their trials too (marked interrupted), then exit
+            _stop_workers(pool)
+            raise
         for future in futures:
             future.result()  # a worker that died outside a trial (e.g. storage down) is an error of the sweep
+
+
+def _stop_workers(pool: ProcessPoolExecutor, grace_s: float = 30.0) -> None:
+    workers = multiprocessing.active_children()
+    for proc in workers:
+        proc.terminate()  # SIGTERM: Interrupted in the worker (raise_on_stop_signals)
+    deadline = time.monotonic() + grace_s
+    for proc in workers:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------

@@ -5,14 +5,16 @@ status -> flow-run state:
   success -> Completed          (every stage ran)
   partial -> Completed, named "Partial"  (an optional stage failed; outputs of the others are kept)
   failed  -> Failed             (a required stage failed)
-Completed states carry the PipelineResult as data; a Failed state carries a `PipelineFailed` exception holding
-it (Prefect resolves a failed state's data into an exception on the worker path). Either way the result is
-saved as `pipeline_result.json` in the run directory.
+  stopped by SIGINT/SIGTERM -> Cancelled   (status failed; the error and outputs["interrupted_by"] name it)
+Completed states carry the PipelineResult as data; a Failed or Cancelled state carries a `PipelineFailed` exception
+holding it (Prefect resolves a failed state's data into an exception on the worker path). Either way the result
+is saved as `pipeline_result.json` in the run directory.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import uuid
 from collections import deque
@@ -22,11 +24,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from prefect import Task
+from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from daf.config import DAFConfig
+from daf.interrupts import describe_stop, signal_of
 from daf.results import FAILED, PARTIAL, SUCCESS, PipelineResult
 from tasks.artifacts import publish_pipeline_result
 
@@ -62,6 +66,7 @@ class Pipeline:
 
     def __init__(self, name: str, config: DAFConfig):
         self.started = time.perf_counter()
+        self.interrupted_by: int | None = None
         self.result = PipelineResult(pipeline_name=name, status=SUCCESS, timestamp=datetime.now())
         run_id = flow_run.get_id() or uuid.uuid4().hex
         stamp = self.result.timestamp.strftime("%Y%m%d-%H%M%S")
@@ -83,10 +88,20 @@ class Pipeline:
         except Exception as exc:  # every stage failure is recorded with its stage name, never swallowed
             self.fail(name, exc, required=required)
             return None
+        except (KeyboardInterrupt, TerminationSignal) as exc:  # SIGINT/SIGTERM: stop here, whatever the stage
+            self.stop(name, exc)
+            raise StageFailed(name) from None
         finally:
             self.result.outputs.setdefault("stage_seconds", {})[name] = round(time.perf_counter() - started, 3)
         self.result.stages_completed.append(name)
         return out
+
+    def stop(self, name: str, exc: BaseException) -> None:
+        """Record that a stop signal ended the pipeline in stage `name` (what the stage kept is in its notes)."""
+        self.interrupted_by = signal_of(exc)
+        self._record(name, describe_stop(exc))
+        self.result.status = FAILED
+        self.result.outputs["interrupted_by"] = signal.Signals(self.interrupted_by).name
 
     def _record(self, name: str, message: str) -> None:
         self.result.stages_failed.append(name)
@@ -110,6 +125,8 @@ class Pipeline:
             publish_pipeline_result(self.result)
         except Exception as exc:  # an unreachable UI must not change the pipeline's outcome
             logging.getLogger(__name__).warning("could not publish the result artifact: %s", exc)
+        if self.interrupted_by is not None:  # stopped by a signal: Cancelled on the server, not a failure of its own
+            return Cancelled(message="; ".join(self.result.errors), data=PipelineFailed(self.result))
         if self.result.status == FAILED:
             return Failed(message="; ".join(self.result.errors) or "failed", data=PipelineFailed(self.result))
         if self.result.status == PARTIAL:
@@ -125,6 +142,8 @@ def run_pipeline(name: str, config: DAFConfig, body: Callable[[Pipeline], None])
             body(pipeline)
         except StageFailed:
             pass
+        except (KeyboardInterrupt, TerminationSignal) as exc:  # a signal between two stages
+            pipeline.stop("orchestration", exc)
     return pipeline.finish()
 
 

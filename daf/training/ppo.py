@@ -172,7 +172,14 @@ def train(
     run_dir = config.checkpoint_root() / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     with directory_lock(run_dir, f"training run {run_id!r}", TrainingError):
-        return _train(config, run_id, run_dir, progress, on_update)
+        try:
+            return _train(config, run_id, run_dir, progress, on_update)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # a stop signal (daf/interrupts.py): say what is kept
+                last = latest_checkpoint(run_dir)
+                kept = f"step {last.step} ({last.weights}); run it again to resume" if last else "none yet"
+                exc.add_note(f"training run {run_id!r} keeps its last complete checkpoint: {kept}")
+            raise
 
 
 def _train(

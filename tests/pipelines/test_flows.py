@@ -359,3 +359,37 @@ def test_deliberate_errors_are_one_log_line_and_other_errors_keep_their_tracebac
     assert any("unknown mission 'nowhere'" in r.getMessage() for r in errors)
     assert [r.exc_info for r in errors] == [None] * len(errors)  # EnvironmentCheckError: no traceback
     assert bug.exc_info is not None and bug.getMessage() == "Task run failed"  # not DAF's: the traceback stays
+
+
+def test_sigterm_in_the_python_api_writes_the_result_cancels_the_run_and_raises(tmp_path):
+    import os
+    import signal
+
+    from daf.interrupts import Interrupted
+
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            daf_run_comparison_pipeline(
+                policies=["baseline", "random"],
+                missions=["training_facility_1"],
+                episodes_per_mission=20_000,
+                output_dir=str(tmp_path),
+                use_cache=False,
+            )
+    finally:
+        timer.cancel()
+    assert stopped.value.exit_code == 143
+    result = stopped.value.result
+    assert result.status == "failed" and result.outputs["interrupted_by"] == "SIGTERM"
+    assert result.errors == ["policy_comparison: interrupted by SIGTERM"]
+    saved = PipelineResult.from_json(Path(result.outputs["result_path"]).read_text())
+    assert saved.errors == result.errors
+
+    async def state() -> str:
+        async with get_client() as client:
+            return (await client.read_flow_run(result.outputs["flow_run_id"])).state.type.value
+
+    assert asyncio.run(state()) == "CANCELLED"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the caller's handler is back

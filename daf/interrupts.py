@@ -1,0 +1,122 @@
+"""Stopping a DAF process with SIGINT or SIGTERM: at the next safe point, with its children.
+
+Batch schedulers (Slurm at a time limit, Kubernetes on eviction, `timeout`, a supervisor) send SIGTERM first; a
+user sends SIGINT (Ctrl-C). Python's default for SIGTERM ends the process on the spot, so nothing runs after it:
+no result is written and the embedded Prefect server (a child process that Prefect stops at exit) is left behind.
+Inside `stop_on_signals()` both signals raise `Interrupted` in the main thread instead, so the work unwinds like
+any exception: training keeps its last complete checkpoint, a sweep marks its running trial interrupted (it runs
+again on resume), the pipeline writes its result naming the signal, and the process exits with 128 + the signal
+number (130 for SIGINT, 143 for SIGTERM) after Prefect's exit handlers have stopped the server. A second signal
+stops at once: every descendant process is killed and the process exits with the same code.
+
+While a Prefect flow runs, Prefect's own SIGTERM handler raises `prefect.exceptions.TerminationSignal` instead;
+`signal_of` names the signal of either.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal reached this process. A KeyboardInterrupt, so that code which stops on Ctrl-C stops on it."""
+
+    def __init__(self, signum: int, result: object = None):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.result = result  # the PipelineResult written before the pipeline stopped, when there is one
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __reduce__(self):
+        return (type(self), (self.signum, self.result))
+
+
+def signal_of(exc: BaseException) -> int | None:
+    """The signal a stop exception stands for: Interrupted's, Prefect's TerminationSignal's, SIGINT for a plain
+    KeyboardInterrupt; None for anything else."""
+    if isinstance(exc, Interrupted):
+        return exc.signum
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT
+    signum = getattr(exc, "signal", None)  # prefect.exceptions.TerminationSignal (no Prefect import here)
+    return signum if type(exc).__name__ == "TerminationSignal" and isinstance(signum, int) else None
+
+
+def describe_stop(exc: BaseException) -> str:
+    """`interrupted by SIGTERM`, with the notes the interrupted work added (what was kept, how to resume)."""
+    signum = signal_of(exc) or signal.SIGINT
+    notes = "; ".join(getattr(exc, "__notes__", []))
+    return f"interrupted by {signal.Signals(signum).name}" + (f": {notes}" if notes else "")
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """Every process below `pid` (this process by default), children first, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command name may contain spaces and parentheses
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, queue = [], [pid or os.getpid()]
+    while queue:
+        for child in parents.get(queue.pop(0), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def kill_descendants() -> None:
+    for pid in descendants():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def raise_on_stop_signals() -> None:
+    """For a worker process (a sweep's): SIGINT and SIGTERM raise Interrupted, for as long as the process lives."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted in the main thread while the block runs; a second one kills every
+    descendant process and exits at once. Outside the main thread (where Python delivers no signals) it does
+    nothing. The previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if received:
+            kill_descendants()
+            os._exit(128 + signum)
+        received.append(signum)
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

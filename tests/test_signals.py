@@ -1,0 +1,159 @@
+"""SIGTERM and SIGINT stop real `daf` processes cleanly: exit 143/130, the result written naming the signal, what
+was done kept (checkpoint, study), and nothing left running (the embedded Prefect server included), checked by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from daf.interrupts import descendants
+
+DAF = Path(sys.executable).parent / "daf"
+
+
+class Run:
+    """A `daf` command in its own session, its stderr lines collected as they come."""
+
+    def __init__(self, args: list[str], home: Path):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        self.proc = subprocess.Popen(
+            [str(DAF), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_for_line(self, fragment: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1.0)
+            except queue.Empty:
+                assert self.proc.poll() is None, f"daf exited {self.proc.returncode}:\n{''.join(self.seen)}"
+                continue
+            self.seen.append(line)
+            if fragment in line:
+                return
+        raise AssertionError(f"no line with {fragment!r} in {timeout} s:\n{''.join(self.seen)}")
+
+    def stop(self, signum: int, times: int = 1) -> tuple[int, list[int], str]:
+        """Send the signal; (exit code, the descendants it had then, stdout)."""
+        children = descendants(self.proc.pid)
+        assert children, "the daf process should have started its embedded Prefect server"
+        for _ in range(times):
+            os.kill(self.proc.pid, signum)
+            time.sleep(0.3)
+        out, _ = self.proc.communicate(timeout=120)
+        return self.proc.returncode, children, out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its exit status is left to collect
+
+
+def result_of(out_dir: Path) -> dict:
+    (path,) = out_dir.glob("runs/*/pipeline_result.json")
+    return json.loads(path.read_text())
+
+
+def test_sigterm_stops_training_keeps_its_checkpoint_and_leaves_nothing_running(tmp_path):
+    out = tmp_path / "out"
+    run = Run(["train", "--policy", "mlp", "--mission", "training_facility_1", "--steps", "5000000",
+               "--run-id", "stopped", "--output-dir", str(out), "--set", "checkpoint_interval=4096",
+               "--set", "num_envs=4"], tmp_path / "home")  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not list((out / "checkpoints" / "stopped" / "checkpoints").glob("step_*")):  # mid-run, one checkpoint kept
+        assert run.proc.poll() is None and time.monotonic() < deadline, "training did not reach a checkpoint"
+        time.sleep(0.2)
+    code, children, stdout = run.stop(signal.SIGTERM)
+
+    assert code == 143, stdout
+    assert not [pid for pid in children if alive(pid)], "processes left behind"
+    result = result_of(out)
+    assert result["status"] == "failed" and result["outputs"]["interrupted_by"] == "SIGTERM"
+    (error,) = result["errors"]
+    assert error.startswith("training: interrupted by SIGTERM: training run 'stopped' keeps its last complete")
+    kept = sorted((out / "checkpoints" / "stopped" / "checkpoints").glob("step_*"))
+    assert kept and (kept[-1] / "policy.pt").is_file()
+    assert f"step {int(kept[-1].name.split('_')[1])}" in error  # the checkpoint it names is the one on disk
+
+
+def test_sigint_stops_a_comparison_and_a_second_one_stops_at_once(tmp_path):
+    out = tmp_path / "out"
+    args = ["compare", "-p", "baseline", "-p", "random", "-m", "training_facility_1", "-n", "4000",
+            "--output-dir", str(out)]  # fmt: skip
+    run = Run(args, tmp_path / "home")
+    run.wait_for_line("Prefect flow run", timeout=180)
+    time.sleep(2.0)
+    code, children, stdout = run.stop(signal.SIGINT)
+    assert code == 130, stdout
+    assert not [pid for pid in children if alive(pid)], "processes left behind"
+    result = result_of(out)
+    assert result["outputs"]["interrupted_by"] == "SIGINT"
+    assert result["errors"] == ["policy_comparison: interrupted by SIGINT"]
+
+    again = Run([*args[:-1], str(tmp_path / "again")], tmp_path / "home2")
+    again.wait_for_line("Prefect flow run", timeout=180)
+    time.sleep(2.0)
+    started = time.monotonic()
+    code, children, _ = again.stop(signal.SIGINT, times=2)
+    assert code == 130 and time.monotonic() - started < 10
+    assert not [pid for pid in children if alive(pid)], "a second SIGINT still reaps the children"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM])
+def test_stopped_sweep_marks_its_running_trials_and_resumes_them(tmp_path, signum):
+    import optuna
+
+    from daf.config import DAFSweepConfig
+    from daf.sweeps import _requeue_interrupted, _storage, storage_url
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        f"name: stopped\noutput_dir: {tmp_path / 'out'}\npolicy_class_path: mlp\nstrategy: grid\n"
+        "search_space: {learning_rate: [0.001, 0.003]}\ntraining_steps_per_trial: 2000000\n"
+        "episodes_per_trial: 1\npruner: none\nmax_parallel_jobs: 2\ndevice: cpu\ntraining: {num_envs: 4}\n"
+    )
+    run = Run(["sweep", "--config", str(config), "--parallel"], tmp_path / "home")
+    run.wait_for_line("Prefect flow run", timeout=180)
+    runs_dir = tmp_path / "out" / "sweeps" / "stopped" / "checkpoints"
+    while len(list(runs_dir.glob("*/metrics.jsonl"))) < 2:  # both workers are training
+        assert run.proc.poll() is None
+        time.sleep(0.5)
+    code, children, stdout = run.stop(signum)
+
+    assert code == 128 + signum, stdout
+    assert not [pid for pid in children if alive(pid)], "sweep workers or the server left behind"
+    result = result_of(tmp_path / "out")
+    assert result["errors"][0].startswith(f"sweep_execution: interrupted by {signal.Signals(signum).name}")
+
+    # Resumable: each interrupted trial is queued again with its grid point (what resuming the sweep runs first).
+    cfg = DAFSweepConfig.from_yaml(config)
+    study = optuna.load_study(study_name="stopped", storage=storage_url(cfg))
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert {t.params["learning_rate"] for t in interrupted} == {0.001, 0.003}
+    assert all("runs again when the sweep is resumed" in t.user_attrs["error"] for t in interrupted)
+    requeued = _requeue_interrupted(study, _storage(storage_url(cfg)))
+    assert sorted(requeued) == sorted(t.number for t in interrupted)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert sorted(t.params["learning_rate"] for t in waiting) == [0.001, 0.003]
