@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import json
 import os
+import site
 import sys
 import sysconfig
 from functools import cache
@@ -92,9 +93,14 @@ def _distributions_of(top_level: str) -> tuple[str, ...]:
     return tuple(packages_distributions().get(top_level, ()))
 
 
-def _installed_library_roots() -> tuple[Path, ...]:
-    paths = sysconfig.get_paths()
-    return tuple({Path(paths[key]).resolve() for key in ("purelib", "platlib")})
+def is_installed_library(path: Path) -> bool:
+    """Whether `path` lies in this interpreter's installed code (site-packages, the standard library, user site)
+    rather than in a user's own source tree."""
+    resolved = path.resolve()
+    roots = {sysconfig.get_path(key) for key in ("purelib", "platlib", "stdlib", "platstdlib")}
+    roots.update(site.getsitepackages())
+    roots.add(site.getusersitepackages())
+    return any(root and resolved.is_relative_to(Path(root).resolve()) for root in roots)
 
 
 def policy_source_digest(class_path: str) -> str:
@@ -112,7 +118,7 @@ def policy_source_digest(class_path: str) -> str:
         root = location.parent if location.name == "__init__.py" else location
     else:  # a namespace package
         root = Path(next(iter(module.__path__))).resolve()
-    if any(root.is_relative_to(lib) for lib in _installed_library_roots()):
+    if is_installed_library(root):
         distributions = _distributions_of(top)
         if distributions:
             return "lib:" + ",".join(sorted(f"{d}=={version(d)}" for d in distributions))

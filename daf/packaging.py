@@ -22,10 +22,8 @@ import json
 import os
 import re
 import shutil
-import site
 import stat
 import sys
-import sysconfig
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from mettagrid.policy.submission import POLICY_SPEC_FILENAME, SubmissionPolicySp
 import daf
 from daf.bundle_sandbox import run_code_checks
 from daf.config import DAFTrainingConfig
+from daf.content import is_installed_library
 from daf.missions import get_mission, list_missions
 from daf.policies.registry import check_spec
 from daf.results import to_jsonable
@@ -169,7 +168,7 @@ def policy_source_files(cls: type) -> dict[str, Path]:
         raise PackagingError(f"cannot find the source file of module {cls.__module__!r}")
     parts = module.__name__.split(".")
     path = Path(module_file).absolute()
-    if parts[0] == "daf" or _is_installed(path):
+    if parts[0] == "daf" or is_installed_library(path):
         return {}
     if path.suffix != ".py":
         raise PackagingError(f"module {module.__name__} is {path.name}, not Python source; it cannot be bundled")
@@ -186,14 +185,6 @@ def policy_source_files(cls: type) -> dict[str, Path]:
     if not is_package:
         files[PurePosixPath(*parts[:-1], f"{parts[-1]}.py").as_posix()] = path
     return files
-
-
-def _is_installed(path: Path) -> bool:
-    resolved = path.resolve()
-    roots = {sysconfig.get_path(key) for key in ("purelib", "platlib", "stdlib", "platstdlib")}
-    roots.update(site.getsitepackages())
-    roots.add(site.getusersitepackages())
-    return any(root and resolved.is_relative_to(Path(root).resolve()) for root in roots)
 
 
 # Where a run lived on the training machine: not part of what the bundle's policy is, and a path can say too much.
