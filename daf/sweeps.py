@@ -407,10 +407,10 @@ def _requeue_interrupted(study: optuna.Study, storage: optuna.storages.BaseStora
     study_id = storage.get_study_id_from_name(study.study_name)
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
-    stopped = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("interrupted")]
     requeued = []
-    for t in [*study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)), *stopped]:
-        if t.number in retried:
+    for t in trials:
+        stopped = t.state == TrialState.FAIL and t.user_attrs.get("interrupted")
+        if t.number in retried or not (t.state == TrialState.RUNNING or stopped):
             continue
         if t.state == TrialState.RUNNING:
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
