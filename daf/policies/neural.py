@@ -6,8 +6,16 @@ The trainable-policy contract (what a user's own policy class must meet to be tr
     `forward(obs: uint8 Tensor (L, B, tokens, 3), state, resets: float Tensor (L, B))
         -> (logits (L, B, num_actions), values (L, B), new_state)`
   where `resets[t, b] = 1` means row b starts a new episode at time t (its state is zeroed first);
+- `tokens` is the environment's full token count (`policy_env_info.observation_shape[0]`) in every call, unless the
+  network sets `variable_tokens = True`: then the PPO update passes the rollout with its trailing padding tokens
+  trimmed (fewer tokens; DAF's own networks pool over tokens and do);
+- a recurrent network (`recurrent = True`) keeps its state as a tuple of tensors with the batch on dimension 0,
+  `(B, ...)`, from `initial_state` and `forward` alike (DAF gathers, resets and stores rows there; PyTorch's RNN
+  modules use `(num_layers, B, hidden)`: transpose around them);
 - `save_policy_data(path)` / `load_policy_data(path)` write and read the network's weights (torch.load with
   weights_only=True). `NeuralPolicy` below implements all of this; subclass it and set `network_class`.
+`daf.policies.contract.check_network_contract` checks all of it on the missions before training starts and names
+the first mismatch with the shape it expected.
 """
 
 from __future__ import annotations
@@ -103,6 +111,7 @@ class MLPNet(nn.Module):
     """Feed-forward actor-critic: encoder -> MLP -> policy and value heads."""
 
     recurrent = False
+    variable_tokens = True  # the token encoder pools over tokens: the update may pass fewer (padding trimmed)
 
     def __init__(self, layout: ObsLayout, hidden_size: int = 128):
         super().__init__()
@@ -124,6 +133,7 @@ class LSTMNet(nn.Module):
     """Recurrent actor-critic: encoder -> LSTM cell over time -> policy and value heads."""
 
     recurrent = True
+    variable_tokens = True  # as MLPNet
 
     def __init__(self, layout: ObsLayout, hidden_size: int = 128):
         super().__init__()

@@ -26,6 +26,7 @@ from torch import nn
 from daf.config import RESUMABLE_CHANGES, DAFTrainingConfig
 from daf.locks import directory_lock
 from daf.missions import get_mission
+from daf.policies.contract import NetworkContractError, check_network_contract
 from daf.policies.neural import NeuralPolicy, load_weights
 from daf.policies.registry import PolicyResolutionError, is_trainable, load_policy, resolve_class_path
 from daf.policies.tokens import trim_padding
@@ -153,6 +154,12 @@ def validate_training_config(config: DAFTrainingConfig) -> None:
             f"policy {config.policy_class_path!r} is not trainable: it must be a daf.policies.neural.NeuralPolicy "
             "whose network() returns a torch.nn.Module (see the contract in daf/policies/neural.py)"
         )
+    try:
+        policy, _ = _make_policy(config, env_interface(games), resolve_device(config.device))
+        check_network_contract(policy, games)
+    except NetworkContractError as exc:
+        contract = "see the contract in daf/policies/neural.py"
+        raise TrainingError(f"policy {config.policy_class_path!r}: {exc} ({contract})") from None
     if config.policy_data_path is not None:
         load_weights(config.policy_data_path)
     run_root = config.checkpoint_root()
@@ -308,7 +315,9 @@ def _train(
             torch.set_num_threads(update_threads)
             net.train()
             rollout = Rollout(
-                obs=trim_padding(obs_buf),  # once per rollout: every minibatch then gathers ~10x fewer bytes
+                # Once per rollout, for networks that take a variable token count (DAF's own): every minibatch then
+                # gathers ~10x fewer bytes. Other networks get the full count, as when acting (contract.py).
+                obs=trim_padding(obs_buf) if getattr(net, "variable_tokens", False) else obs_buf,
                 actions=actions,
                 logprobs=logprobs,
                 resets=resets,
