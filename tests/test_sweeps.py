@@ -318,8 +318,9 @@ def test_compute_budget_stops_starting_trials_and_can_be_raised_to_continue(tmp_
     assert not any("compute budget" in note for note in more.notes)
 
 
-# A trainable policy whose network outputs NaN logits at hidden size 16: torch then refuses to sample an action,
-# as it does when training diverges (config bounds keep DAF's own hyperparameters from producing that).
+# A trainable policy whose network diverges at hidden size 16: NaN logits in the update make its weights NaN, and
+# torch then refuses to sample the next action, as when training diverges (config bounds keep DAF's own
+# hyperparameters from producing that). Its untrained network is fine, so the contract check lets it start.
 DIVERGING_POLICY = """
 import torch
 from daf.policies.neural import MLPNet, NeuralPolicy
@@ -332,7 +333,7 @@ class NaNAtSixteen(MLPNet):
 
     def forward(self, obs, state=None, resets=None):
         logits, values, state = super().forward(obs, state, resets)
-        return (logits * float("nan") if self.nan else logits), values, state
+        return (logits * float("nan") if self.nan and self.training else logits), values, state
 
 
 class Diverging(NeuralPolicy):
