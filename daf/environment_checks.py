@@ -168,6 +168,31 @@ def _check_policies(report: EnvironmentReport, class_paths: list[str]) -> None:
             report.add(f"policy:{path}", ERROR, str(exc))
 
 
+def _check_network_contracts(report: EnvironmentReport, class_paths: list[str], missions: list[str]) -> None:
+    """DAF-trainable policy classes meet the network contract on each mission that builds (daf.policies.contract)."""
+    from daf.missions import get_mission
+    from daf.policies.contract import NetworkContractError, check_network_contract
+    from daf.policies.neural import NeuralPolicy
+    from daf.policies.registry import load_policy_class
+    from daf.simulation import env_interface
+
+    buildable = [m for m in missions if report.get(f"mission:{m}").status == OK]
+    for path in class_paths:
+        if report.get(f"policy:{path}").status != OK or not issubclass(load_policy_class(path), NeuralPolicy):
+            continue
+        for mission in buildable:
+            config = get_mission(mission)
+            try:
+                policy = load_policy_class(path)(env_interface([config]), device="cpu")
+                check_network_contract(policy, [config])
+            except NetworkContractError as exc:
+                report.add(f"network:{path}:{mission}", ERROR, f"{exc} (see the contract in daf/policies/neural.py)")
+            except Exception as exc:  # building a user's network can raise anything
+                report.add(f"network:{path}:{mission}", ERROR, f"the network could not be built: {exc}")
+            else:
+                report.add(f"network:{path}:{mission}", OK, "meets the network contract")
+
+
 def _check_policy_data(report: EnvironmentReport, specs: list[tuple[str, str | None]]) -> None:
     """Each data file exists and, for DAF's neural policies, loads without executing code."""
     from daf.policies.neural import NeuralPolicy, load_weights
@@ -234,6 +259,7 @@ def daf_check_environment(
     report = daf_check_dependencies(policy_class_paths)
     _check_device(report, device)
     _check_missions(report, missions or [])
+    _check_network_contracts(report, policy_class_paths or [], missions or [])
     _check_policy_data(report, policy_data or [])
     _check_output_dir(report, output_dir)
     return report

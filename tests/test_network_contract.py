@@ -105,3 +105,18 @@ def test_a_network_that_breaks_the_contract_fails_before_training(tmp_path, make
     with pytest.raises(TrainingError, match=message):
         train(config)
     assert not (tmp_path / policy.lower() / "checkpoints").exists()  # nothing was trained
+
+
+def test_environment_validation_names_the_contract_mismatch(tmp_path, make_package):
+    from daf.environment_checks import ERROR, OK, daf_check_environment
+
+    package = make_package(NETWORKS)
+    report = daf_check_environment(
+        missions=["training_facility_1"],
+        policy_class_paths=["lstm", f"{package}.GRU", "baseline"],
+        output_dir=str(tmp_path / "out"),
+    )
+    assert report.get("network:lstm:training_facility_1").status == OK
+    check = report.get(f"network:{package}.GRU:training_facility_1")
+    assert check.status == ERROR and "its batch is on dimension 1" in check.message
+    assert not any(c.name.startswith("network:baseline") for c in report.checks)  # not trainable: not checked
