@@ -35,7 +35,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from daf.input_limits import InputTooLarge, load_yaml
-from daf.interrupts import Interrupted
+from daf.interrupts import Interrupted, stop_on_signals
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
 EXIT_CODES_HELP = (
@@ -335,18 +335,21 @@ def run_pipeline(name: str, call: Callable[[], Any], **totals: Any) -> None:
     err = _err()
     if not PREFECT_API_URL.value():
         err.print(f"running the {name} pipeline (Prefect starts its embedded server first, ~20 s)", markup=False)
-    try:
-        with pipeline_progress(err, name, verbose=OPTIONS.verbose, **totals):
-            result = call()
-    except Interrupted as stop:  # SIGINT/SIGTERM: the result was written; exit 130/143 (daf/interrupts.py)
-        if stop.result is not None:
-            show_result(stop.result, _out())
-            message = "; ".join(stop.result.errors)
-        else:
-            message = str(stop)
-        _exit(stop.exit_code, message)
-    show_result(result, _out())
-    exit_for(result)
+    # Around the orchestrator's own handler too, up to the exit: a second signal while the result is shown still
+    # stops at once (daf/interrupts.py).
+    with stop_on_signals():
+        try:
+            with pipeline_progress(err, name, verbose=OPTIONS.verbose, **totals):
+                result = call()
+        except Interrupted as stop:  # SIGINT/SIGTERM: the result was written; exit 130/143
+            if stop.result is not None:
+                show_result(stop.result, _out())
+                message = "; ".join(stop.result.errors)
+            else:
+                message = str(stop)
+            _exit(stop.exit_code, message)
+        show_result(result, _out())
+        exit_for(result)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -97,26 +97,37 @@ def raise_on_stop_signals() -> None:
         signal.signal(s, handler)
 
 
+# Stop signals received in the outermost stop_on_signals block so far: nested blocks (the CLI around an
+# orchestrator) share it, so a second signal still stops at once after the inner block has given the outer one its
+# handler back.
+_received: list[int] = []
+_depth = 0
+
+
+def _handler(signum: int, frame: object) -> None:
+    if _received:
+        kill_descendants()
+        os._exit(128 + signum)
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """SIGINT and SIGTERM raise Interrupted in the main thread while the block runs; a second one kills every
     descendant process and exits at once. Outside the main thread (where Python delivers no signals) it does
     nothing. The previous handlers come back afterwards."""
+    global _depth
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received: list[int] = []
-
-    def handler(signum: int, frame: object) -> None:
-        if received:
-            kill_descendants()
-            os._exit(128 + signum)
-        received.append(signum)
-        raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    if _depth == 0:
+        _received.clear()
+    previous = {s: signal.signal(s, _handler) for s in STOP_SIGNALS}
+    _depth += 1
     try:
         yield
     finally:
+        _depth -= 1
         for s, h in previous.items():
             signal.signal(s, h)
