@@ -335,9 +335,9 @@ def run_pipeline(name: str, call: Callable[[], Any], **totals: Any) -> None:
     err = _err()
     if not PREFECT_API_URL.value():
         err.print(f"running the {name} pipeline (Prefect starts its embedded server first, ~20 s)", markup=False)
-    # Around the orchestrator's own handler too, up to the exit: a second signal while the result is shown still
-    # stops at once (daf/interrupts.py).
-    with stop_on_signals():
+    # Around the orchestrator's own handler too, and kept after a stop until the process exits: a second signal
+    # while the result is shown or the embedded server stops still stops at once (daf/interrupts.py).
+    with stop_on_signals(keep_after_stop=True):
         try:
             with pipeline_progress(err, name, verbose=OPTIONS.verbose, **totals):
                 result = call()

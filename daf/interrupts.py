@@ -113,10 +113,12 @@ def _handler(signum: int, frame: object) -> None:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[None]:
+def stop_on_signals(keep_after_stop: bool = False) -> Iterator[None]:
     """SIGINT and SIGTERM raise Interrupted in the main thread while the block runs; a second one kills every
     descendant process and exits at once. Outside the main thread (where Python delivers no signals) it does
-    nothing. The previous handlers come back afterwards."""
+    nothing. The previous handlers come back afterwards, except with `keep_after_stop` once a signal was received:
+    a process that is exiting because of it (the CLI) keeps "a second signal stops at once" through its exit
+    handlers (Prefect's stop of its embedded server waits up to 5 s)."""
     global _depth
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -129,5 +131,6 @@ def stop_on_signals() -> Iterator[None]:
         yield
     finally:
         _depth -= 1
-        for s, h in previous.items():
-            signal.signal(s, h)
+        if not (keep_after_stop and _received):
+            for s, h in previous.items():
+                signal.signal(s, h)

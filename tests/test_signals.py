@@ -117,7 +117,9 @@ def test_sigint_stops_a_comparison_and_a_second_one_stops_at_once(tmp_path):
     time.sleep(2.0)
     started = time.monotonic()
     code, children, _ = again.stop(signal.SIGINT, times=2)
-    assert code == 130 and time.monotonic() - started < 10
+    # Exit 130, or killed by SIGINT itself when the second signal lands during interpreter shutdown, after the
+    # exit handlers: a shell reports both as 130.
+    assert code in (130, -signal.SIGINT) and time.monotonic() - started < 10
     assert not [pid for pid in children if alive(pid)], "a second SIGINT still reaps the children"
 
 
