@@ -178,12 +178,15 @@ def _check_network_contracts(report: EnvironmentReport, class_paths: list[str], 
 
     buildable = [m for m in missions if report.get(f"mission:{m}").status == OK]
     for path in class_paths:
-        if report.get(f"policy:{path}").status != OK or not issubclass(load_policy_class(path), NeuralPolicy):
+        if report.get(f"policy:{path}").status != OK:
+            continue
+        cls = load_policy_class(path)
+        if not issubclass(cls, NeuralPolicy):
             continue
         for mission in buildable:
             config = get_mission(mission)
             try:
-                policy = load_policy_class(path)(env_interface([config]), device="cpu")
+                policy = cls(env_interface([config]), device="cpu")
                 check_network_contract(policy, [config])
             except NetworkContractError as exc:
                 report.add(f"network:{path}:{mission}", ERROR, f"{exc} (see the contract in daf/policies/neural.py)")

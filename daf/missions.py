@@ -38,7 +38,7 @@ from mettagrid.config.reward_config import reward
 from mettagrid.map_builder.random_map import RandomMapBuilder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from daf.config import ConfigError, format_validation_error, read_yaml_mapping
+from daf.config import MAX_SEED, ConfigError, format_validation_error, read_yaml_mapping
 
 DEPOSIT_STAT = "heart.deposited"
 
@@ -65,7 +65,7 @@ class MissionOverrides(BaseModel):
     max_steps: int = Field(default=None, ge=1, le=MAX_EPISODE_STEPS)
     objects: dict[str, Annotated[int, Field(ge=0, le=MAX_MAP_SIDE**2)]] = None
     walls: int = Field(default=None, ge=0, le=MAX_MAP_SIDE**2)
-    seed: int = Field(default=None, ge=0, le=2**32 - 1)
+    seed: int = Field(default=None, ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from daf.config import DAFConfig
-from daf.content import daf_source_digest
+from daf.content import DAF_PACKAGES, daf_source_digest
 from daf.faults import TransientFault
 
 # Data and configuration errors are final; these are the failures a retry may cure.
@@ -31,14 +31,13 @@ RETRY_OPTIONS: dict[str, Any] = {
 # worker ends a failed flow run's log with "Engine execution exited with unexpected exception"; for these errors
 # that buries the one line that matters under frames of Prefect's engine. Anything else (a bug, a library error)
 # keeps its traceback.
-_DAF_PACKAGES = ("daf", "tasks", "flows")
 _PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
 
 
 class _OneLineForDeliberateErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and type(exc).__module__.split(".")[0] in _DAF_PACKAGES:
+        if exc is not None and type(exc).__module__.split(".")[0] in DAF_PACKAGES:
             record.exc_info, record.exc_text = None, None
             if "unexpected exception" in str(record.msg):  # Prefect's generic line: say what failed instead
                 record.msg, record.args = str(exc), ()

@@ -133,7 +133,7 @@ def _check_resumable(config: DAFTrainingConfig, checkpoint: Checkpoint) -> None:
 
 def validate_training_config(config: DAFTrainingConfig) -> None:
     """Everything that can be checked without compute: missions, policy class, warm-start weights, paths."""
-    for mission in [*config.eval_missions]:
+    for mission in config.eval_missions:
         get_mission(mission)
     games = [get_mission(m) for m in config.missions]
     env_interface(games)
