@@ -98,7 +98,7 @@ def summarize(result: SweepResult, wall_s: float) -> dict:
 
 def run(name: str, cfg: DAFSweepConfig) -> dict:
     started = time.perf_counter()
-    result = run_sweep(cfg, progress=lambda e: print(f"  {name} trial {e['number']}: {e['state']} {e['value']}"))
+    result = run_sweep(cfg, progress=lambda e: print(f"  {name} trial {e.number}: {e.state} {e.value}"))
     return summarize(result, time.perf_counter() - started)
 
 

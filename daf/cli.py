@@ -311,10 +311,11 @@ def _show_best_config(best: Any, console: Console) -> None:
 
 
 def exit_for(result: Any) -> None:
-    """Exit code from the PipelineResult status (an orchestrator's 'invalid arguments' result is bad input)."""
-    invalid = [e for e in result.errors if e.startswith("environment_validation: invalid arguments:")]
-    if invalid:
-        _exit(EXIT_BAD_INPUT, invalid[0].removeprefix("environment_validation: invalid arguments: "))
+    """Exit code from the PipelineResult: its error kind (arguments refused: bad input), else its status."""
+    from daf.results import INVALID_INPUT
+
+    if result.error_kind == INVALID_INPUT:
+        _exit(EXIT_BAD_INPUT, "; ".join(result.errors))
     code = {"success": EXIT_OK, "partial": EXIT_PARTIAL}.get(result.status, EXIT_FAILED)
     if code == EXIT_FAILED:
         _exit(code, f"{result.pipeline_name} pipeline failed in stage(s): {', '.join(result.stages_failed) or '?'}")
@@ -326,7 +327,7 @@ def exit_for(result: Any) -> None:
     raise typer.Exit(code)
 
 
-def run_pipeline(name: str, call: Callable[[], Any], **totals: Any) -> None:
+def run_pipeline(name: str, call: Callable[[], Any]) -> None:
     """Run an orchestrator with progress on stderr, print its result on stdout, exit with its code."""
     from prefect.settings import PREFECT_API_URL
 
@@ -339,7 +340,7 @@ def run_pipeline(name: str, call: Callable[[], Any], **totals: Any) -> None:
     # while the result is shown or the embedded server stops still stops at once (daf/interrupts.py).
     with stop_on_signals(keep_after_stop=True):
         try:
-            with pipeline_progress(err, name, verbose=OPTIONS.verbose, **totals):
+            with pipeline_progress(err, name, verbose=OPTIONS.verbose):
                 result = call()
         except Interrupted as stop:  # SIGINT/SIGTERM: the result was written; exit 130/143
             if stop.result is not None:
@@ -483,12 +484,7 @@ def train(
 
         from daf.orchestrators import daf_run_training_pipeline
 
-        run_pipeline(
-            "training",
-            lambda: daf_run_training_pipeline(config=cfg),
-            evaluations=len(cfg.eval_missions),
-            episodes_per_evaluation=cfg.eval_episodes,
-        )
+        run_pipeline("training", lambda: daf_run_training_pipeline(config=cfg))
 
 
 def _entry(class_path: str, data_path: str | None = None) -> Any:
@@ -535,12 +531,7 @@ def compare(
 
         from daf.orchestrators import daf_run_comparison_pipeline
 
-        run_pipeline(
-            "comparison",
-            lambda: daf_run_comparison_pipeline(config=cfg),
-            evaluations=len(cfg.policies) * len(cfg.missions),
-            episodes_per_evaluation=cfg.episodes_per_mission,
-        )
+        run_pipeline("comparison", lambda: daf_run_comparison_pipeline(config=cfg))
 
 
 @app.command()
@@ -572,15 +563,11 @@ def sweep(
 
         from daf.orchestrators import daf_run_sweep_pipeline
 
-        top = min(3, cfg.total_trials()) + 1  # the top trials plus the baseline
         run_pipeline(
             "sweep",
             lambda: daf_run_sweep_pipeline(
                 config=cfg, compare_best=compare_best, comparison_episodes=comparison_episodes, parallel_stages=parallel
             ),
-            trials=cfg.total_trials(),
-            evaluations=top * len(cfg.missions) if compare_best else None,
-            episodes_per_evaluation=comparison_episodes,
         )
 
 
@@ -641,12 +628,7 @@ def benchmark(
 
         from daf.orchestrators import daf_run_benchmark_pipeline
 
-        run_pipeline(
-            "benchmark",
-            lambda: daf_run_benchmark_pipeline(config=cfg),
-            evaluations=(len(cfg.policies) + len(extra)) * len(cfg.missions),
-            episodes_per_evaluation=cfg.episodes_per_mission,
-        )
+        run_pipeline("benchmark", lambda: daf_run_benchmark_pipeline(config=cfg))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -691,6 +673,7 @@ def _evaluate_with_progress(entry: Any, missions_: list[str], episodes: int, see
 
     from daf.comparison import display_names, to_spec
     from daf.evaluation import evaluate as run_evaluation
+    from daf.events import EpisodesProgress
 
     name = display_names([entry])[0]
     results = []
@@ -699,8 +682,8 @@ def _evaluate_with_progress(entry: Any, missions_: list[str], episodes: int, see
         for mission in missions_:
             bar = progress.add_task(escape(f"{name} on {mission} (episodes)"), total=episodes)
 
-            def advance(done: int, total: int, bar: Any = bar) -> None:
-                progress.update(bar, completed=done, total=total)
+            def advance(event: EpisodesProgress, bar: Any = bar) -> None:
+                progress.update(bar, completed=event.done, total=event.total)
 
             results.append(
                 run_evaluation(

@@ -12,7 +12,7 @@ input is the same to the byte, whatever its path, mtime or name says.
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.util
 import json
 import os
 import site
@@ -23,8 +23,10 @@ from importlib.metadata import packages_distributions, version
 from pathlib import Path
 from typing import Any
 
-# DAF's packages (the domain core, the Prefect tasks and flows): covered by daf_source_digest().
-DAF_PACKAGES = ("daf", "tasks", "flows")
+# DAF's import name; its packages (the domain core, and the Prefect tasks and flows installed from the repository's
+# tasks/ and flows/ folders as daf.tasks and daf.flows) are what daf_source_digest() covers.
+DAF_PACKAGE = "daf"
+_SOURCE_PACKAGES = ("daf", "daf.tasks", "daf.flows")
 _SOURCE_SUFFIXES = (".py", ".j2", ".json", ".yaml")
 _CHUNK = 1 << 20
 
@@ -81,8 +83,9 @@ def daf_source_digest() -> str:
     """sha256 of DAF's own source (its packages' code and templates). Once per process: the code that runs is
     the code this process imported."""
     h = hashlib.sha256()
-    for package in DAF_PACKAGES:
-        root = Path(importlib.import_module(package).__file__).parent
+    for package in _SOURCE_PACKAGES:
+        # Located, not imported: the core must not load the Prefect layers to digest their files.
+        root = Path(next(iter(importlib.util.find_spec(package).submodule_search_locations)))
         h.update(f"{package}:{_digest_tree(root, _SOURCE_SUFFIXES)}".encode())
     return h.hexdigest()
 
@@ -110,7 +113,7 @@ def policy_source_digest(class_path: str) -> str:
     from daf.policies.registry import load_policy_class
 
     top = load_policy_class(class_path).__module__.split(".")[0]
-    if top in DAF_PACKAGES:
+    if top == DAF_PACKAGE:
         return f"daf:{daf_source_digest()}"
     module = sys.modules[top]
     if getattr(module, "__file__", None):

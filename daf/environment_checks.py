@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,9 @@ REQUIRED_PACKAGES = (
     "yaml",
 )
 _DIST_NAMES = {"yaml": "pyyaml"}
+# The orchestration layer's libraries: found and versioned here, not imported (the core never loads Prefect, and
+# importing it reconfigures logging).
+_FOUND_NOT_IMPORTED = {"prefect"}
 MIN_FREE_DISK_GB = 1.0
 
 
@@ -89,7 +93,11 @@ def _check_packages(report: EnvironmentReport) -> None:
     for module in REQUIRED_PACKAGES:
         dist = _DIST_NAMES.get(module, module)
         try:
-            importlib.import_module(module)
+            if module in _FOUND_NOT_IMPORTED:
+                if importlib.util.find_spec(module) is None:
+                    raise ImportError(f"No module named {module!r}")
+            else:
+                importlib.import_module(module)
             installed = version(dist)
         except (ImportError, PackageNotFoundError) as exc:
             report.add(f"package:{dist}", ERROR, f"not importable: {exc}")
@@ -233,10 +241,10 @@ def _check_output_dir(report: EnvironmentReport, output_dir: str) -> None:
 
 def _check_prefect(report: EnvironmentReport) -> None:
     try:
-        import prefect
-
-        report.add("prefect", OK, prefect.__version__)
-    except ImportError as exc:
+        if importlib.util.find_spec("prefect") is None:
+            raise ImportError("No module named 'prefect'")
+        report.add("prefect", OK, version("prefect"))
+    except (ImportError, PackageNotFoundError) as exc:
         report.add("prefect", ERROR, f"not importable: {exc}")
 
 

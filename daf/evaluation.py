@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
 from mettagrid.simulator.simulator import Simulation
 
+from daf.events import EpisodesProgress, ProgressFn
 from daf.missions import get_mission, with_map_seed
 from daf.policies.base import DAFPolicy
 from daf.policies.registry import check_spec, load_policy
 from daf.policies.rng import row_seeds
 from daf.simulation import EpisodeOutcome, SimBatch, env_interface
-
-ProgressFn = Callable[[int, int], None]  # (episodes done, episodes total)
 
 
 def episode_seed(seed: int, mission: str, episode: int) -> int:
@@ -155,7 +153,7 @@ def _run_batched(
                 if batch.is_done(slot):
                     outcomes[slot_episode.pop(slot)] = batch.outcome(slot)
                     if progress:
-                        progress(len(outcomes), len(seeds))
+                        progress(EpisodesProgress(len(outcomes), len(seeds)))
                     if next_episode < len(seeds):
                         start(slot)
                     else:
@@ -183,5 +181,5 @@ def _run_per_agent(
         finally:
             sim.close()
         if progress:
-            progress(i + 1, len(seeds))
+            progress(EpisodesProgress(i + 1, len(seeds)))
     return outcomes

@@ -1,5 +1,8 @@
 """The seed's public API: four orchestrators, each running a Prefect flow and returning a PipelineResult.
 
+The entry layer: it validates arguments into a config (daf.config), calls the pipeline's flow (daf.flows) and
+returns the flow's PipelineResult; nothing below it imports it.
+
 They never raise for a stage failure; invalid arguments give a failed result whose error names the argument.
 SIGINT or SIGTERM stops a pipeline at the next safe point: its result (status failed, the error naming the signal)
 is written to the run directory, then daf.interrupts.Interrupted (a KeyboardInterrupt carrying that result) is raised.
@@ -9,13 +12,22 @@ Without PREFECT_API_URL, Prefect starts its embedded (ephemeral) server on first
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+from prefect.settings import (
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    PREFECT_SERVER_ANALYTICS_ENABLED,
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    get_current_settings,
+    temporary_settings,
+)
+from prefect.settings.models.flows import FlowsSettings
+from prefect.states import State
 from pydantic import ValidationError
 
 from daf.config import (
@@ -27,12 +39,15 @@ from daf.config import (
     DAFTrainingConfig,
     format_validation_error,
 )
+from daf.flows.benchmark import benchmark_flow
+from daf.flows.common import PipelineFailed
+from daf.flows.comparison import comparison_flow
+from daf.flows.sweep import sweep_flow
+from daf.flows.training import training_flow
 from daf.interrupts import Interrupted, stop_on_signals
-from daf.results import FAILED, PipelineResult
+from daf.results import FAILED, INVALID_INPUT, ORCHESTRATION, PipelineResult
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# Cold starts of the embedded server on a 2-core machine come close to Prefect's 20 s default.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+FlowFn = Callable[..., State]
 
 
 def _invalid(pipeline: str, message: str) -> PipelineResult:
@@ -42,6 +57,7 @@ def _invalid(pipeline: str, message: str) -> PipelineResult:
         stages_failed=["environment_validation"],
         errors=[f"environment_validation: invalid arguments: {message}"],
         timestamp=datetime.now(),
+        error_kind=INVALID_INPUT,
     )
 
 
@@ -69,17 +85,41 @@ def _build(model: type, pipeline: str, config: DAFConfig | None, arguments: dict
         raise ConfigError(format_validation_error(exc, "argument", model)) from None
 
 
-def _start(model: type, pipeline: str, config: DAFConfig | None, arguments: dict[str, Any], *extra: Any):
-    """Validate the arguments into `model`, then run flows.<pipeline>.<pipeline>_flow."""
+def _start(
+    model: type, flow_fn: FlowFn, pipeline: str, config: DAFConfig | None, arguments: dict[str, Any], *extra: Any
+) -> PipelineResult:
+    """Validate the arguments into `model`, then run the pipeline's flow."""
     try:
         cfg = _build(model, pipeline, config, arguments)
     except ConfigError as exc:
         return _invalid(pipeline, str(exc))
-    flow_fn = getattr(importlib.import_module(f"flows.{pipeline}"), f"{pipeline}_flow")
     return _run(flow_fn, pipeline, cfg, *extra)
 
 
-def _in_process_heartbeats():
+@contextlib.contextmanager
+def _in_process_settings() -> Iterator[None]:
+    """Prefect settings for a flow run in the caller's process, for the call only (importing DAF sets nothing).
+    A value the user set in the environment or the profile is kept.
+
+    - No anonymous usage analytics from the embedded server.
+    - At least 60 s for the embedded server to start: cold starts on 2 cores come close to Prefect's 20 s default.
+    - No flow-run heartbeats (see `_heartbeats_off`).
+    """
+    current = get_current_settings()
+    updates: dict[Any, Any] = {}
+    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
+        updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = max(
+            60, current.server.ephemeral.startup_timeout_seconds
+        )
+    if _heartbeats_off(current):
+        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+    with temporary_settings(updates):
+        yield
+
+
+def _heartbeats_off(current: Any) -> bool:
     """No flow-run heartbeats for a run in the caller's process, unless the user configured them.
 
     Heartbeats let a server automation mark runs of a dead worker as crashed; here the caller's own process
@@ -88,24 +128,16 @@ def _in_process_heartbeats():
     bench/orchestration_overhead.py). Deployments run on workers keep them. A heartbeat frequency set in the
     environment or the profile (other than Prefect's default) is respected.
     """
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
-    from prefect.settings.models.flows import FlowsSettings
-
-    configured = get_current_settings().flows.heartbeat_frequency
     variables = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
     chosen = any(name in os.environ for name in variables)
-    if chosen or configured != FlowsSettings.model_fields["heartbeat_frequency"].default:
-        return contextlib.nullcontext()
-    return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    return not chosen and current.flows.heartbeat_frequency == FlowsSettings.model_fields["heartbeat_frequency"].default
 
 
-def _run(flow_fn, pipeline: str, cfg: DAFConfig, *args: Any) -> PipelineResult:
-    from flows.common import PipelineFailed
-
+def _run(flow_fn: FlowFn, pipeline: str, cfg: DAFConfig, *args: Any) -> PipelineResult:
     started = time.perf_counter()
     # SIGINT/SIGTERM stop the pipeline at the next safe point; its result is written, then Interrupted is raised
     # (daf/interrupts.py): a stopped pipeline does not return as if it had merely failed.
-    with stop_on_signals(), _in_process_heartbeats():
+    with stop_on_signals(), _in_process_settings():
         state = flow_fn(cfg, *args, return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, PipelineFailed):
@@ -121,6 +153,7 @@ def _run(flow_fn, pipeline: str, cfg: DAFConfig, *args: Any) -> PipelineResult:
         stages_failed=["orchestration"],
         errors=[f"orchestration: {type(result).__name__}: {result}"],
         total_time_seconds=time.perf_counter() - started,
+        error_kind=ORCHESTRATION,
     )
 
 
@@ -142,7 +175,7 @@ def daf_run_training_pipeline(
         eval_episodes=eval_episodes,
         **overrides,
     )
-    return _start(DAFTrainingConfig, "training", config, args)
+    return _start(DAFTrainingConfig, training_flow, "training", config, args)
 
 
 def daf_run_sweep_pipeline(
@@ -158,7 +191,8 @@ def daf_run_sweep_pipeline(
         return _invalid("sweep", f"config: a sweep needs a DAFSweepConfig with a search_space (got {got})")
     if comparison_episodes < 1:
         return _invalid("sweep", f"comparison_episodes: must be >= 1, got {comparison_episodes}")
-    return _start(DAFSweepConfig, "sweep", config, overrides, compare_best, comparison_episodes, parallel_stages)
+    extra = (compare_best, comparison_episodes, parallel_stages)
+    return _start(DAFSweepConfig, sweep_flow, "sweep", config, overrides, *extra)
 
 
 def daf_run_comparison_pipeline(
@@ -177,7 +211,7 @@ def daf_run_comparison_pipeline(
         parallel_evaluation=parallel_evaluation,
         **overrides,
     )
-    return _start(DAFComparisonConfig, "comparison", config, args)
+    return _start(DAFComparisonConfig, comparison_flow, "comparison", config, args)
 
 
 def daf_run_benchmark_pipeline(
@@ -196,4 +230,4 @@ def daf_run_benchmark_pipeline(
         create_deployment_package=create_deployment_package,
         **overrides,
     )
-    return _start(DAFBenchmarkConfig, "benchmark", config, args)
+    return _start(DAFBenchmarkConfig, benchmark_flow, "benchmark", config, args)

@@ -1,20 +1,18 @@
 """Terminal progress for pipelines that run as Prefect flows.
 
-The flows take no callbacks: what they tell the outside world are Prefect log records (training logs
-`step X/Y ... agent-steps/s ... episode reward R` every 10 %, the sweep logs `trial N STATE value=V (done/total)`,
-and every task run logs `Finished in state ...`). `PipelineProgress` is a logging handler that turns those
-records into rich progress bars on a terminal, or into plain progress lines when output is not a terminal
-(CI logs, pipes), so the user sees progress either way.
+The flows take no callbacks: what they tell the outside world are Prefect log records, and DAF's tasks and flows
+attach a progress event (daf.events) to the records that report progress (training every 10 %, each finished
+sweep trial, each finished evaluation, notes such as a reused cached result). `PipelineProgress` is a logging
+handler that reads those events, never the message text, and draws rich progress bars on a terminal, or prints
+plain progress lines when output is not a terminal (CI logs, pipes), so the user sees progress either way.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -28,9 +26,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-_STEP = re.compile(r"step (\d+)/(\d+)\s+(\d+) agent-steps/s\s+episode reward (\S+)")
-_TRIAL = re.compile(r"trial (\S+) (\S+) value=(\S+) \((\S+)/(\S+)\)")
-_FINISHED = re.compile(r"Finished in state (\w+)")
+from daf.events import LOG_RECORD_FIELD, EvaluationFinished, StageNote, TrainingProgress, TrialFinished
+
 PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
@@ -44,23 +41,11 @@ class _QuietPrefectInfo(logging.Filter):
 class PipelineProgress(logging.Handler):
     """Rich bars (terminal) or progress lines (otherwise) for training steps, evaluation episodes, sweep trials."""
 
-    def __init__(
-        self,
-        console: Console,
-        pipeline: str,
-        *,
-        evaluations: int | None = None,
-        episodes_per_evaluation: int = 1,
-        trials: int | None = None,
-    ) -> None:
+    def __init__(self, console: Console, pipeline: str) -> None:
         super().__init__(level=logging.INFO)
         self.console = console
         self.live = console.is_terminal
         self.pipeline = pipeline
-        self.episodes_per_evaluation = episodes_per_evaluation
-        self.evaluations_total = evaluations
-        self.evaluations_done = 0
-        self.trials_total = trials
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -99,17 +84,16 @@ class PipelineProgress(logging.Handler):
             self.handleError(record)
 
     def _handle(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
+        event = getattr(record, LOG_RECORD_FIELD, None)
         task_run = str(getattr(record, "task_run_name", "") or "")
-        if match := _STEP.search(message):
-            self._training(task_run, match)
-        elif match := _TRIAL.search(message):
-            self._trial(match)
-        elif task_run and (match := _FINISHED.search(message)):
-            self._task_finished(task_run, match.group(1))
-        elif record.name == "prefect.flow_runs" and message.startswith("Beginning flow run"):
-            flow_run = getattr(record, "flow_run_name", "?")
-            self._note(f"Prefect flow run '{flow_run}' started ({self.pipeline})")
+        if isinstance(event, TrainingProgress):
+            self._training(task_run, event)
+        elif isinstance(event, TrialFinished):
+            self._trial(event)
+        elif isinstance(event, EvaluationFinished):
+            self._evaluation(event)
+        elif isinstance(event, StageNote):
+            self._note(event.text)
 
     def _note(self, text: str) -> None:
         if self.live:
@@ -117,44 +101,36 @@ class PipelineProgress(logging.Handler):
         else:
             self._line(text)
 
-    def _task_finished(self, task_run: str, state: str) -> None:
-        if task_run.startswith("evaluation"):
-            self._evaluation(task_run, state)
-        elif state != "Completed":  # a reused cached result or a failure explains a missing or short bar
-            self._note(f"task run {task_run}: {state}")
-
-    def _training(self, task_run: str, match: re.Match[str]) -> None:
-        step, total, sps, reward = int(match.group(1)), int(match.group(2)), match.group(3), match.group(4)
-        info = f"{sps} agent-steps/s, episode reward {reward}"
+    def _training(self, task_run: str, event: TrainingProgress) -> None:
+        step, total = event.step, event.total_steps
+        reward = "n/a" if event.episode_reward is None else f"{event.episode_reward:.4g}"
+        info = f"{event.agent_steps_per_second:.0f} agent-steps/s, episode reward {reward}"
         if self.live:
             self._update(f"train:{task_run}", "training (agent-steps)", step, total, info)
         else:
             self._line(f"training: step {step}/{total} ({100 * step / total:.0f}%)  {info}")
 
-    def _trial(self, match: re.Match[str]) -> None:
-        number, state, value, done, total = match.groups()
-        done_n = int(done) if done.isdigit() else 0
-        total_n = int(total) if total.isdigit() else self.trials_total
-        info = f"last: trial {number} {state} value={value}"
+    def _trial(self, event: TrialFinished) -> None:
+        info = f"last: trial {event.number} {event.state} value={event.value}"
         if self.live:
-            self._update("sweep", "sweep trials", done_n, total_n, info)
+            self._update("sweep", "sweep trials", event.completed, event.total or self.trials_total, info)
         else:
-            self._line(f"sweep: trial {number} {state} value={value} ({done}/{total})")
+            self._line(
+                f"sweep: trial {event.number} {event.state} value={event.value} ({event.completed}/{event.total})"
+            )
 
-    def _evaluation(self, task_run: str, state: str) -> None:
-        self.evaluations_done += 1
-        episodes = self.evaluations_done * self.episodes_per_evaluation
-        total = self.evaluations_total * self.episodes_per_evaluation if self.evaluations_total else None
-        info = f"{self.evaluations_done} (policy, mission) pairs"
+    def _evaluation(self, event: EvaluationFinished) -> None:
+        episodes, total = event.completed * event.episodes, event.total * event.episodes
+        info = f"{event.completed} (policy, mission) pairs"
         if self.live:
             self._update("eval", "evaluation (episodes)", episodes, total, info)
         else:
-            shown = f"{episodes}/{total}" if total else str(episodes)
-            self._line(f"evaluation: {shown} episodes done ({task_run}: {state})")
+            reused = ", cached result reused" if event.reused else ""
+            self._line(f"evaluation: {episodes}/{total} episodes done ({event.policy} on {event.mission}{reused})")
 
 
 @contextmanager
-def pipeline_progress(console: Console, pipeline: str, *, verbose: bool = False, **totals: Any) -> Iterator[None]:
+def pipeline_progress(console: Console, pipeline: str, *, verbose: bool = False) -> Iterator[None]:
     """Show progress while a flow runs; with `verbose`, Prefect's own INFO log lines are the progress instead."""
     if verbose:
         yield
@@ -162,7 +138,7 @@ def pipeline_progress(console: Console, pipeline: str, *, verbose: bool = False,
     # Importing prefect configures its logging (dictConfig replaces handlers), so it must happen before we attach.
     import prefect.main  # noqa: F401  (prefect.__init__ is lazy; prefect.main runs setup_logging)
 
-    handler = PipelineProgress(console, pipeline, **totals)
+    handler = PipelineProgress(console, pipeline)
     loggers = [logging.getLogger(name) for name in PREFECT_RUN_LOGGERS]
     quiet = _QuietPrefectInfo()
     console_handlers = _console_handlers()

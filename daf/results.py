@@ -13,6 +13,13 @@ from typing import Any
 
 SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
 
+# What went wrong, for programs that act on a result (the CLI's exit codes) without reading its error text:
+INVALID_INPUT = "invalid_input"  # the arguments were refused before any stage ran
+STAGE_FAILED = "stage_failed"  # a stage ran and failed (a required one: failed; an optional one: partial)
+STOPPED = "stopped"  # SIGINT or SIGTERM ended the pipeline (outputs["interrupted_by"] names the signal)
+ORCHESTRATION = "orchestration"  # the flow run itself crashed outside any stage (e.g. the server went away)
+ERROR_KINDS = (INVALID_INPUT, STAGE_FAILED, STOPPED, ORCHESTRATION)
+
 
 def to_jsonable(value: Any) -> Any:
     """Plain JSON data from dataclasses, pydantic models, paths and containers."""
@@ -60,6 +67,8 @@ class PipelineResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     total_time_seconds: float = 0.0
     timestamp: datetime = field(default_factory=datetime.now)
+    # Beyond the seed's fields: one of ERROR_KINDS for a failed or partial result (the first failure's), else None.
+    error_kind: str | None = None
 
     def is_success(self) -> bool:
         """Check if pipeline succeeded."""

@@ -36,20 +36,21 @@ import multiprocessing
 import os
 import time
 import warnings
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 from mettagrid.policy.policy import PolicySpec
 from optuna.trial import FrozenTrial, TrialState
+from optuna.visualization import matplotlib as optuna_plots
 
 from daf.config import DAFSweepConfig, DAFTrainingConfig, RangeSpec, SearchDimension, validate_search_space
 from daf.evaluation import evaluate, evaluate_policy
+from daf.events import ProgressFn, TrialFinished
 from daf.interrupts import describe_stop, raise_on_stop_signals
 from daf.locks import directory_lock
 from daf.missions import get_mission
@@ -59,12 +60,6 @@ from daf.results import atomic_write_text, to_jsonable
 from daf.simulation import env_interface
 from daf.stats import iqm
 from daf.training import StopTraining, train, validate_training_config
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from optuna.visualization import matplotlib as optuna_plots  # noqa: E402
-
-ProgressFn = Callable[[dict[str, Any]], None]
 
 # DAFTrainingConfig fields each trial sets itself; a `training` override of them would be silently lost.
 _SWEEP_OWNED = frozenset(
@@ -451,16 +446,8 @@ class _Progress:
         for t in trials:
             if t.state.is_finished() and t.number not in self.seen:
                 self.seen.add(t.number)
-                self.callback(
-                    {
-                        "number": t.number,
-                        "state": t.state.name,
-                        "value": t.value if t.state == TrialState.COMPLETE else None,
-                        "params": t.params,
-                        "completed": completed,
-                        "total": self.total,
-                    }
-                )
+                value = t.value if t.state == TrialState.COMPLETE else None
+                self.callback(TrialFinished(t.number, t.state.name, value, completed, self.total, dict(t.params)))
 
 
 def _optimize(

@@ -39,4 +39,4 @@ fi
 "$prefect" --no-prompt deploy "${selection[@]}" --prefect-file deployments/prefect.yaml
 # A run of these deployments with a parameter their flow does not take is refused when it is created (instead of
 # crashing on the worker): see flows/deployment_steps.py.
-"$python" -m flows.deployment_steps refuse-unknown-parameters
+"$python" -m daf.flows.deployment_steps refuse-unknown-parameters

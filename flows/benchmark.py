@@ -8,12 +8,12 @@ from prefect.states import State
 
 from daf.comparison import display_names
 from daf.config import DAFBenchmarkConfig, DAFTrainingConfig, PolicyEntry
+from daf.flows.common import Pipeline, run_pipeline
+from daf.flows.stages import compare_and_report, evaluate_all, evaluation_summary
 from daf.policies import is_trainable
-from flows.common import Pipeline, run_pipeline
-from flows.stages import compare_and_report, evaluate_all, evaluation_summary
-from tasks.environment import check_environment_task
-from tasks.packaging import build_package_task, validate_package_task
-from tasks.training import run_training
+from daf.tasks.environment import check_environment_task
+from daf.tasks.packaging import build_package_task, validate_package_task
+from daf.tasks.training import run_training
 
 
 @flow(name="benchmark", log_prints=True)

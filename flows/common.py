@@ -23,22 +23,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from prefect import Task
+from prefect import Task, get_run_logger
 from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from daf.config import DAFConfig
+from daf.events import StageNote
 from daf.interrupts import describe_stop, signal_of
-from daf.results import FAILED, PARTIAL, SUCCESS, PipelineResult
-from tasks.artifacts import publish_pipeline_result
+from daf.results import FAILED, PARTIAL, STAGE_FAILED, STOPPED, SUCCESS, PipelineResult
+from daf.tasks.artifacts import publish_pipeline_result
+from daf.tasks.common import log_event, quiet_run_logs
 
 T = TypeVar("T")
-
-# Prefect's HTTP client logs every request at INFO once mettagrid has put a handler on the root logger.
-for _noisy in ("httpx", "httpcore"):
-    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 
 class StageFailed(Exception):
@@ -65,6 +63,7 @@ class Pipeline:
     """Runs stages in order and records each outcome in a PipelineResult."""
 
     def __init__(self, name: str, config: DAFConfig):
+        quiet_run_logs()
         self.started = time.perf_counter()
         self.interrupted_by: int | None = None
         self.result = PipelineResult(pipeline_name=name, status=SUCCESS, timestamp=datetime.now())
@@ -80,6 +79,7 @@ class Pipeline:
             self.result.status = FAILED
             return
         self.result.outputs["run_dir"] = str(self.run_dir)
+        log_event(get_run_logger(), StageNote(f"Prefect flow run '{flow_run.get_name() or run_id}' started ({name})"))
 
     def stage(self, name: str, fn: Callable[..., T], *args: Any, required: bool = True, **kwargs: Any) -> T | None:
         started = time.perf_counter()
@@ -99,13 +99,15 @@ class Pipeline:
     def stop(self, name: str, exc: BaseException) -> None:
         """Record that a stop signal ended the pipeline in stage `name` (what the stage kept is in its notes)."""
         self.interrupted_by = signal_of(exc)
-        self._record(name, describe_stop(exc))
+        self._record(name, describe_stop(exc), STOPPED)
         self.result.status = FAILED
         self.result.outputs["interrupted_by"] = signal.Signals(self.interrupted_by).name
 
-    def _record(self, name: str, message: str) -> None:
+    def _record(self, name: str, message: str, kind: str = STAGE_FAILED) -> None:
         self.result.stages_failed.append(name)
         self.result.errors.append(f"{name}: {message}")
+        if self.result.error_kind is None or kind == STOPPED:  # a stop outranks the failures it caused
+            self.result.error_kind = kind
 
     def fail(self, name: str, exc: BaseException | str, required: bool = True) -> None:
         self._record(name, exc if isinstance(exc, str) else error_message(exc))
@@ -162,23 +164,40 @@ def task_runner_for(config: DAFConfig) -> TaskRunner:
     return ThreadPoolTaskRunner(max_workers=config.max_parallel_jobs)
 
 
-def run_on_configured_runner(task: Task, calls: list[dict[str, Any]], config: DAFConfig, parallel: bool) -> list:
+def run_on_configured_runner(
+    task: Task,
+    calls: list[dict[str, Any]],
+    config: DAFConfig,
+    parallel: bool,
+    on_done: Callable[[dict[str, Any], State], None] | None = None,
+) -> list:
     """`task(**call)` for every call, in order, on the runner `config` names: at most `max_parallel_jobs` task
-    runs in flight when `parallel`, else one at a time.
+    runs in flight when `parallel`, else one at a time. `on_done(call, final_state)` follows each result, in order.
 
     The runner is chosen here, inside the flow run, rather than on the flow: a deployment run started by a worker
     calls the flow function itself, so a runner applied by a Python wrapper (`flow.with_options`) would not reach
     it. The window of in-flight futures bounds runners that have no worker limit of their own (a Dask cluster).
     """
     window = config.max_parallel_jobs if parallel else 1
-    if config.task_runner == "thread" and window == 1:
-        return [task(**call) for call in calls]  # nothing runs beside it: no runner, no thread hop
     results: list = []
+
+    def collect(call: dict[str, Any], result: Any, state: State) -> None:
+        results.append(result)
+        if on_done is not None:
+            on_done(call, state)
+
+    if config.task_runner == "thread" and window == 1:  # nothing runs beside it: no runner, no thread hop
+        for call in calls:
+            state = task(**call, return_state=True)
+            collect(call, state.result(), state)
+        return results
     in_flight: deque = deque()
     with task_runner_for(config) as runner:
         for call in calls:
             if len(in_flight) >= window:
-                results.append(in_flight.popleft().result())
-            in_flight.append(runner.submit(task, parameters=call))
-        results.extend(future.result() for future in in_flight)
+                done_call, future = in_flight.popleft()
+                collect(done_call, future.result(), future.state)
+            in_flight.append((call, runner.submit(task, parameters=call)))
+        for done_call, future in in_flight:
+            collect(done_call, future.result(), future.state)
     return results

@@ -7,9 +7,9 @@ from prefect.states import State
 
 from daf.comparison import display_names
 from daf.config import DAFComparisonConfig
-from flows.common import Pipeline, run_pipeline
-from flows.stages import compare_and_report, evaluate_all, evaluation_summary
-from tasks.environment import check_environment_task
+from daf.flows.common import Pipeline, run_pipeline
+from daf.flows.stages import compare_and_report, evaluate_all, evaluation_summary
+from daf.tasks.environment import check_environment_task
 
 
 @flow(name="comparison", log_prints=True)

@@ -1,7 +1,7 @@
 """Steps around DAF's deployments (deployments/prefect.yaml): the pull step a worker's flow-run process runs before
 each flow, and the step deployments/deploy.sh runs after `prefect deploy`.
 
-    python -m flows.deployment_steps refuse-unknown-parameters    # on the server at PREFECT_API_URL
+    python -m daf.flows.deployment_steps refuse-unknown-parameters    # on the server at PREFECT_API_URL
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import os
 import sys
 from pathlib import Path
 
-import flows
+import daf.flows
 
-# The deployments' entrypoints: `flows.<pipeline>:<pipeline>_flow`.
-_ENTRYPOINT_PREFIX = "flows."
+# The deployments' entrypoints: `daf.flows.<pipeline>:<pipeline>_flow`.
+_ENTRYPOINT_PREFIX = "daf.flows."
 
 
 class CheckoutNotFound(RuntimeError):
@@ -21,8 +21,8 @@ class CheckoutNotFound(RuntimeError):
 
 
 def _installed_checkout() -> Path | None:
-    """The checkout the imported `flows` package lives in: an editable install (scripts/bootstrap.sh, the image)."""
-    root = Path(flows.__file__).resolve().parent.parent
+    """The checkout whose flows/ folder the imported `daf.flows` is: an editable install (bootstrap.sh, the image)."""
+    root = Path(daf.flows.__file__).resolve().parent.parent
     return root if (root / "pyproject.toml").is_file() and (root / "deployments" / "prefect.yaml").is_file() else None
 
 
@@ -43,9 +43,9 @@ def enter_checkout() -> dict[str, str]:
         found = _installed_checkout()
         if found is None:
             raise CheckoutNotFound(
-                f"DAF is installed from {Path(flows.__file__).parent.parent} (not a checkout), so this worker cannot "
-                "tell where the deployments' flows/ and daf_output/ are. Start the worker with DAF_HOME set to a "
-                "DAF checkout: DAF_HOME=/path/to/daf prefect worker start --pool daf-local"
+                f"DAF is installed from {Path(daf.flows.__file__).parent.parent} (not a checkout), so this worker "
+                "cannot tell where the deployments' flows/ and daf_output/ are. Start the worker with DAF_HOME set to"
+                " a DAF checkout: DAF_HOME=/path/to/daf prefect worker start --pool daf-local"
             )
         directory = found
     os.chdir(directory)
@@ -76,6 +76,6 @@ def refuse_unknown_parameters() -> list[str]:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["refuse-unknown-parameters"]:
-        sys.exit("usage: python -m flows.deployment_steps refuse-unknown-parameters")
+        sys.exit("usage: python -m daf.flows.deployment_steps refuse-unknown-parameters")
     names = refuse_unknown_parameters()
     print(f"unknown parameters are now refused at run creation for {len(names)} deployments: {', '.join(names)}")

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from prefect import get_run_logger
+from prefect.states import State
 from prefect.utilities.annotations import quote
 
 from daf.comparison import report_metadata, summary_statistics
 from daf.config import DAFConfig, PolicyEntry
-from flows.common import Pipeline, run_on_configured_runner
-from tasks.artifacts import publish_leaderboard
-from tasks.common import configured
-from tasks.comparison import report_task, statistics_task
-from tasks.evaluation import evaluate_task
+from daf.events import EvaluationFinished
+from daf.flows.common import Pipeline, run_on_configured_runner
+from daf.tasks.artifacts import publish_leaderboard
+from daf.tasks.common import configured, log_event
+from daf.tasks.comparison import report_task, statistics_task
+from daf.tasks.evaluation import evaluate_task
 
 
 def evaluate_all(
@@ -31,7 +34,16 @@ def evaluate_all(
         for entry, name in zip(entries, names)
         for mission in missions
     ]
-    return run_on_configured_runner(configured(evaluate_task, config), calls, config, parallel)
+    logger = get_run_logger()
+    completed = [0]
+
+    def report(call: dict[str, Any], state: State) -> None:
+        completed[0] += 1
+        reused = state.name == "Cached"
+        event = EvaluationFinished(call["name"], call["mission"], episodes, completed[0], len(calls), reused)
+        log_event(logger, event)
+
+    return run_on_configured_runner(configured(evaluate_task, config), calls, config, parallel, on_done=report)
 
 
 def compare_and_report(

@@ -6,11 +6,11 @@ from prefect import flow
 from prefect.states import State
 
 from daf.config import DAFSweepConfig, PolicyEntry
+from daf.flows.common import Pipeline, run_pipeline
+from daf.flows.stages import compare_and_report, evaluate_all, evaluation_summary
 from daf.sweeps import BestConfig
-from flows.common import Pipeline, run_pipeline
-from flows.stages import compare_and_report, evaluate_all, evaluation_summary
-from tasks.environment import check_environment_task
-from tasks.sweeps import sweep_task
+from daf.tasks.environment import check_environment_task
+from daf.tasks.sweeps import sweep_task
 
 TOP_K = 3
 

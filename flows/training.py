@@ -6,11 +6,11 @@ from prefect import flow
 from prefect.states import State
 
 from daf.config import DAFTrainingConfig, PolicyEntry
+from daf.flows.common import Pipeline, run_pipeline
+from daf.flows.stages import evaluate_all, evaluation_summary
 from daf.policies.neural import load_weights
-from flows.common import Pipeline, run_pipeline
-from flows.stages import evaluate_all, evaluation_summary
-from tasks.environment import check_environment_task
-from tasks.training import run_training
+from daf.tasks.environment import check_environment_task
+from daf.tasks.training import run_training
 
 
 @flow(name="training", log_prints=True)

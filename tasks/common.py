@@ -1,4 +1,5 @@
-"""What every DAF task shares: which errors are retried, how cache keys are made, per-run options."""
+"""What every DAF task shares: which errors are retried, how cache keys are made, per-run options, and how
+progress events and errors reach Prefect's run logs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from daf.config import DAFConfig
-from daf.content import DAF_PACKAGES, daf_source_digest
+from daf.content import DAF_PACKAGE, daf_source_digest
+from daf.events import LOG_RECORD_FIELD, ProgressEvent
 from daf.faults import TransientFault
 
 # Data and configuration errors are final; these are the failures a retry may cure.
@@ -37,15 +39,31 @@ _PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engin
 class _OneLineForDeliberateErrors(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and type(exc).__module__.split(".")[0] in DAF_PACKAGES:
+        if exc is not None and type(exc).__module__.split(".")[0] == DAF_PACKAGE:
             record.exc_info, record.exc_text = None, None
             if "unexpected exception" in str(record.msg):  # Prefect's generic line: say what failed instead
                 record.msg, record.args = str(exc), ()
         return True
 
 
-for _name in _PREFECT_RUN_LOGGERS:
-    logging.getLogger(_name).addFilter(_OneLineForDeliberateErrors())
+_ONE_LINE = _OneLineForDeliberateErrors()
+
+
+def quiet_run_logs() -> None:
+    """One line for DAF's deliberate errors in the run logs, and no per-request INFO lines from Prefect's HTTP
+    client (which it logs once mettagrid has put a handler on the root logger). Called when a pipeline starts,
+    not at import, so importing DAF changes no logging; calling it again changes nothing."""
+    for name in _PREFECT_RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if _ONE_LINE not in logger.filters:
+            logger.addFilter(_ONE_LINE)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_event(logger: logging.Logger | logging.LoggerAdapter, event: ProgressEvent) -> None:
+    """Log a progress event: its message for people, the event itself for the progress display (daf.events)."""
+    logger.info(event.message(), extra={LOG_RECORD_FIELD: event})
 
 
 def is_transient(exc: BaseException) -> bool:

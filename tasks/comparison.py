@@ -15,7 +15,7 @@ from daf.evaluation import EvaluationResult
 from daf.faults import maybe_fail
 from daf.reports import write_report
 from daf.stats import ComparisonStatistics
-from tasks.common import make_cache_key
+from daf.tasks.common import make_cache_key
 
 
 def _statistics_key(context, parameters) -> str:

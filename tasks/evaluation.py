@@ -10,7 +10,7 @@ from daf.config import PolicyEntry
 from daf.content import mission_digest, path_digest, policy_source_digest
 from daf.evaluation import evaluate
 from daf.faults import maybe_fail
-from tasks.common import RETRY_OPTIONS, make_cache_key, retry_transient
+from daf.tasks.common import RETRY_OPTIONS, make_cache_key, retry_transient
 
 
 def _cache_key(context, parameters) -> str:

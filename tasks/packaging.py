@@ -8,7 +8,7 @@ from daf.comparison import to_spec
 from daf.config import PolicyEntry
 from daf.faults import maybe_fail
 from daf.packaging import build_package, ensure_valid, validate_package
-from tasks.common import RETRY_OPTIONS, retry_transient
+from daf.tasks.common import RETRY_OPTIONS, retry_transient
 
 
 @task(name="packaging", task_run_name="packaging {name}", retry_condition_fn=retry_transient, **RETRY_OPTIONS)

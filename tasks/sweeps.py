@@ -5,10 +5,11 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from daf.config import DAFSweepConfig
+from daf.events import TrialFinished
 from daf.faults import maybe_fail
 from daf.sweeps import run_sweep
-from tasks.artifacts import ProgressArtifact
-from tasks.common import RETRY_OPTIONS, retry_transient
+from daf.tasks.artifacts import ProgressArtifact
+from daf.tasks.common import RETRY_OPTIONS, log_event, retry_transient
 
 
 @task(name="sweep", task_run_name="sweep {config.name}", retry_condition_fn=retry_transient, **RETRY_OPTIONS)
@@ -17,16 +18,9 @@ def sweep_task(config: DAFSweepConfig) -> dict:
     logger = get_run_logger()
     bar = ProgressArtifact(f"sweep {config.name}: trials", every=0.0)
 
-    def on_trial(record: dict) -> None:
-        bar.update(record.get("completed", 0), record.get("total", 1))
-        logger.info(
-            "trial %s %s value=%s (%s/%s)",
-            record.get("number"),
-            record.get("state"),
-            record.get("value"),
-            record.get("completed"),
-            record.get("total"),
-        )
+    def on_trial(event: TrialFinished) -> None:
+        bar.update(event.completed, event.total)
+        log_event(logger, event)
 
     result = run_sweep(config, progress=on_trial)
     bar.update(1, 1)  # the sweep is done, also when no trial ran because its study was already complete

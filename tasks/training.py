@@ -10,10 +10,11 @@ from prefect.runtime import flow_run, task_run
 
 from daf.config import EXECUTION_FIELDS, DAFConfig, DAFTrainingConfig
 from daf.content import mission_digest, path_digest, policy_source_digest
+from daf.events import StageNote, TrainingProgress
 from daf.faults import maybe_fail
+from daf.tasks.artifacts import ProgressArtifact
+from daf.tasks.common import RETRY_OPTIONS, configured, log_event, make_cache_key, retry_transient, uses_gpu
 from daf.training import train
-from tasks.artifacts import ProgressArtifact
-from tasks.common import RETRY_OPTIONS, configured, make_cache_key, retry_transient, uses_gpu
 
 
 def _cache_key(context, parameters) -> str:
@@ -48,19 +49,14 @@ def train_task(config: DAFTrainingConfig) -> dict:
         config = config.model_copy(update={"run_id": f"{config.policy_class_path.rsplit('.', 1)[-1]}-{salt}"})
     logger = get_run_logger()
     bar = ProgressArtifact(f"training {config.policy_class_path} on {', '.join(config.missions)}")
-    last_logged = [0.0]
+    last_logged = [0]
 
-    def on_progress(record: dict) -> None:
-        bar.update(record["step"], record["total_steps"])
-        if record["step"] - last_logged[0] >= record["total_steps"] / 10 or record["step"] >= record["total_steps"]:
-            last_logged[0] = record["step"]
-            logger.info(
-                "step %d/%d  %.0f agent-steps/s  episode reward %s",
-                record["step"],
-                record["total_steps"],
-                record["sps"],
-                record["episode_reward"],
-            )
+    def on_progress(event: TrainingProgress) -> None:
+        bar.update(event.step, event.total_steps)
+        # Every 10 % of the run into the log (and so onto the progress display), not every update.
+        if event.step - last_logged[0] >= event.total_steps / 10 or event.step >= event.total_steps:
+            last_logged[0] = event.step
+            log_event(logger, event)
 
     result = train(config, progress=on_progress)
     return result.to_dict()
@@ -69,7 +65,10 @@ def train_task(config: DAFTrainingConfig) -> dict:
 def run_training(config: DAFTrainingConfig, resources: DAFConfig) -> dict:
     """Train through the cache; a cached result whose checkpoint was deleted is recomputed."""
     task_ = configured(train_task, resources, gpu=uses_gpu(resources))
-    out = task_(config)
+    state = task_(config, return_state=True)
+    out = state.result()
     if not Path(out["final_checkpoint"]).is_file():
-        out = task_.with_options(refresh_cache=True)(config)
+        return task_.with_options(refresh_cache=True)(config)
+    if state.name == "Cached":  # no training happened in this run: say so beside the (absent) progress bar
+        log_event(get_run_logger(), StageNote(f"training: reused the cached result of run {out['run_id']}"))
     return out

@@ -286,8 +286,8 @@ def test_checkpoints_follow_output_dir_however_it_is_changed(tmp_path):
     from prefect.utilities.callables import parameter_schema
 
     from daf.cli import load_config
+    from daf.flows.training import training_flow
     from daf.orchestrators import _build
-    from flows.training import training_flow
 
     expected = Path("b") / "checkpoints"
     # Python: an override of output_dir on top of a config built with another one.

@@ -29,10 +29,10 @@ SPEC: dict[str, Any] = yaml.safe_load(PREFECT_FILE.read_text())
 DEPLOYMENTS: list[dict[str, Any]] = SPEC["deployments"]
 BY_NAME = {d["name"]: d for d in DEPLOYMENTS}
 FLOWS = {
-    "flows.training:training_flow": "training",
-    "flows.sweep:sweep_flow": "sweep",
-    "flows.comparison:comparison_flow": "comparison",
-    "flows.benchmark:benchmark_flow": "benchmark",
+    "daf.flows.training:training_flow": "training",
+    "daf.flows.sweep:sweep_flow": "sweep",
+    "daf.flows.comparison:comparison_flow": "comparison",
+    "daf.flows.benchmark:benchmark_flow": "benchmark",
 }
 GPU_REQUEST = [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
 # Pools as deploy.sh creates them (`pool NAME TYPE TEMPLATE`): the specs must agree with the script.
@@ -119,7 +119,7 @@ def test_misspelled_config_key_is_rejected():
     from prefect.exceptions import ParameterTypeError
     from prefect.utilities.callables import parameter_schema
 
-    flow = load_flow("flows.comparison:comparison_flow")
+    flow = load_flow("daf.flows.comparison:comparison_flow")
     config = dict(BY_NAME["comparison-local"]["parameters"]["config"], episodes_per_misson=3)
     with pytest.raises(ParameterTypeError, match="episodes_per_misson"):
         flow.validate_parameters({"config": config})
@@ -138,7 +138,7 @@ def test_schedules_and_nightly_benchmark():
             CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
 
     nightly = BY_NAME["benchmark-nightly-gpu"]
-    assert nightly["entrypoint"] == "flows.benchmark:benchmark_flow"
+    assert nightly["entrypoint"] == "daf.flows.benchmark:benchmark_flow"
     assert POOLS[nightly["work_pool"]["name"]][0] in ("docker", "kubernetes")
     (schedule,) = nightly["schedules"]
     assert schedule["timezone"] and schedule.get("active", True)
@@ -221,7 +221,7 @@ def test_docker_gpu_deployments_request_gpus():
 def test_pull_steps():
     workdir = re.search(r"^WORKDIR\s+(\S+)", DOCKERFILE.read_text(), re.M).group(1)
     step = "prefect.deployments.steps.set_working_directory"
-    assert SPEC["pull"] == [{"flows.deployment_steps.enter_checkout": {}}]
+    assert SPEC["pull"] == [{"daf.flows.deployment_steps.enter_checkout": {}}]
     for d in DEPLOYMENTS:
         if POOLS[d["work_pool"]["name"]][0] == "process":
             assert "pull" not in d, f"{d['name']}: checkout deployments use the top-level pull step"
@@ -268,8 +268,8 @@ def test_dockerfile_pins_match_pyproject():
 
 
 def test_pull_step_enters_the_installed_checkout_or_daf_home(tmp_path, monkeypatch):
-    import flows
-    from flows.deployment_steps import CheckoutNotFound, enter_checkout
+    import daf.flows
+    from daf.flows.deployment_steps import CheckoutNotFound, enter_checkout
 
     monkeypatch.chdir(tmp_path)  # a process worker starts each flow run in a temporary directory
     monkeypatch.delenv("DAF_HOME", raising=False)
@@ -284,7 +284,7 @@ def test_pull_step_enters_the_installed_checkout_or_daf_home(tmp_path, monkeypat
 
     # DAF installed as a plain package (no checkout around it) and no DAF_HOME: the error says what to set.
     monkeypatch.delenv("DAF_HOME")
-    monkeypatch.setattr(flows, "__file__", str(tmp_path / "site-packages" / "flows" / "__init__.py"))
+    monkeypatch.setattr(daf.flows, "__file__", str(tmp_path / "site-packages" / "flows" / "__init__.py"))
     with pytest.raises(CheckoutNotFound, match=r"Start the worker with DAF_HOME set to a DAF checkout"):
         enter_checkout()
 

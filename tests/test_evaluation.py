@@ -146,7 +146,7 @@ def test_result_serialisation_and_progress():
         episodes=5,
         seed=1,
         concurrent_episodes=2,
-        progress=lambda done, total: calls.append((done, total)),
+        progress=lambda event: calls.append((event.done, event.total)),
     )
     assert calls == [(i, 5) for i in range(1, 6)]
     data = json.loads(json.dumps(result.to_dict()))

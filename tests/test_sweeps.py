@@ -20,6 +20,7 @@ import torch
 from optuna.trial import TrialState
 
 from daf.config import ConfigError, DAFSweepConfig, validate_search_space
+from daf.events import TrialFinished
 from daf.policies.neural import load_weights
 from daf.sweeps import SweepError, _pruner, _sampler, run_sweep, startup_trials, storage_url, validate_sweep
 
@@ -161,13 +162,13 @@ def test_killed_sweep_resumes_and_runs_only_the_remaining_trials(tmp_path):
     (killed,) = [t for t in before if t.state == TrialState.RUNNING]
     untouched = {t.number: _snapshot(t.user_attrs["run_dir"]) for t in done}
 
-    events: list[dict] = []
+    events: list[TrialFinished] = []
     result = run_sweep(cfg, progress=events.append)
 
     # Finished trials were neither re-run nor touched on disk; only the remaining grid points ran.
     assert {t.number: _snapshot(t.user_attrs["run_dir"]) for t in done} == untouched
     assert len(events) == len(lrs) - len(done)
-    assert all(e["number"] > killed.number for e in events)
+    assert all(e.number > killed.number for e in events)
     trials = _by_number(result)
     assert sorted(t["params"]["learning_rate"] for t in trials if t["state"] == "COMPLETE") == sorted(lrs)
 
@@ -200,10 +201,10 @@ def test_yaml_sweep_runs_in_parallel_workers_and_is_not_rerun(tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text(SWEEP_YAML.format(out=tmp_path / "out"))
     cfg = DAFSweepConfig.from_yaml(path)
-    events: list[dict] = []
+    events: list[TrialFinished] = []
     result = run_sweep(cfg, progress=events.append)
 
-    assert sorted(e["number"] for e in events) == [0, 1] and events[-1]["completed"] == 2
+    assert sorted(e.number for e in events) == [0, 1] and events[-1].completed == 2
     assert {t["params"]["learning_rate"] for t in result.trials} == {0.001, 0.0003}
     assert all(t["state"] == "COMPLETE" for t in result.trials)
     run_dirs = {t["run_dir"] for t in result.trials}
@@ -213,7 +214,7 @@ def test_yaml_sweep_runs_in_parallel_workers_and_is_not_rerun(tmp_path):
         assert trained_with["torch_threads"] == max(1, (os.cpu_count() or 1) // 2)
         assert trained_with["num_training_steps"] == 8192
 
-    again: list[dict] = []
+    again: list[TrialFinished] = []
     repeat = run_sweep(cfg, progress=again.append)
     assert again == []
     assert repeat.notes[0].startswith(f"study '{cfg.name}' in ")

@@ -7,10 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -28,7 +26,10 @@ def read_metrics(path: Path) -> list[dict]:
 
 def plot_learning_curve(metrics: list[dict], out: Path, title: str) -> Path:
     """Episode reward and losses against agent-steps, written atomically as a PNG."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    # A Figure with its own Agg canvas, not pyplot: no global figure registry, no backend switch, safe in threads.
+    fig = Figure(figsize=(13, 3.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
     steps = [m["step"] for m in metrics]
     series = [
         ("mean episode reward", "episode_reward"),
@@ -48,6 +49,5 @@ def plot_learning_curve(metrics: list[dict], out: Path, title: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
     os.close(fd)
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     os.replace(tmp, out)
     return out

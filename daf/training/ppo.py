@@ -24,6 +24,7 @@ from mettagrid.policy.policy import PolicySpec
 from torch import nn
 
 from daf.config import RESUMABLE_CHANGES, DAFTrainingConfig
+from daf.events import ProgressFn, TrainingProgress
 from daf.locks import directory_lock
 from daf.missions import get_mission
 from daf.policies.contract import NetworkContractError, check_network_contract
@@ -42,7 +43,6 @@ from daf.training.checkpoints import (
 from daf.training.curves import plot_learning_curve, read_metrics
 from daf.training.vecenv import VecEnv
 
-ProgressFn = Callable[[dict[str, Any]], None]
 # Called after every update with (global_step, policy); may raise StopTraining (e.g. a pruned sweep trial).
 UpdateHook = Callable[[int, NeuralPolicy], None]
 
@@ -347,7 +347,7 @@ def _train(
             with metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
             if progress:
-                progress({**record, "total_steps": total_updates * batch_size})
+                progress(TrainingProgress(global_step, total_updates * batch_size, sps, last_reward))
             if global_step >= next_checkpoint or update == total_updates:
                 trainer_state = {
                     "optimizer": optimizer.state_dict(),

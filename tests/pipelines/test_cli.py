@@ -43,33 +43,24 @@ def assert_one_error_line(result, code: int) -> str:
     return lines[0]
 
 
+TRAIN_ARGS = ["--policy", "mlp", "--mission", MISSION, "--steps", 8000, "--eval-mission", MISSION]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """One tiny mlp training run through `daf train` (with evaluation): (output dir, final checkpoint)."""
     out = tmp_path_factory.mktemp("train")
-    result = cli(
-        "train",
-        "--policy",
-        "mlp",
-        "--mission",
-        MISSION,
-        "--steps",
-        8000,
-        "--eval-mission",
-        MISSION,
-        "--eval-episodes",
-        2,
-        "--output-dir",
-        out,
-        "--set",
-        "num_envs=4",
-    )
+    result = cli("train", *TRAIN_ARGS, "--eval-episodes", 2, "--output-dir", out, "--set", "num_envs=4")
     assert result.exit_code == 0, result.output
     assert "training pipeline" in result.stdout and "success" in result.stdout
     checkpoint = printed_path(result.stdout, "final_checkpoint")
     assert checkpoint.is_file() and checkpoint.is_relative_to(out)  # checkpoints follow --output-dir
     assert printed_path(result.stdout, "result_path").is_file()
     assert re.search(rf"mlp-\S+\s+\S\s+{MISSION}\s+\S\s+2\b", result.stdout)  # the evaluation table
+    # Progress on stderr (not a terminal: plain lines), drawn from the events the tasks and flows log.
+    assert re.search(r"Prefect flow run '\S+' started \(training\)", result.stderr), result.stderr
+    assert re.search(r"training: step 8192/8192 \(100%\)  \d+ agent-steps/s", result.stderr), result.stderr
+    assert f"evaluation: 2/2 episodes done (mlp-" in result.stderr, result.stderr
     return out, checkpoint
 
 
@@ -154,6 +145,15 @@ def test_unexpected_error_is_one_line_unless_debug(monkeypatch, tmp_path):
 def test_train(trained):
     out, checkpoint = trained
     assert (out / "runs").is_dir()
+
+
+def test_rerun_shows_that_cached_results_were_reused(trained):
+    out, _ = trained
+    result = cli("train", *TRAIN_ARGS, "--eval-episodes", 2, "--output-dir", out, "--set", "num_envs=4")
+    assert result.exit_code == 0, result.output
+    assert "training: reused the cached result of run mlp-" in result.stderr, result.stderr
+    assert "training: step" not in result.stderr  # nothing was trained again
+    assert re.search(rf"evaluation: 2/2 episodes done \(mlp-\S+ on {MISSION}, cached result reused\)", result.stderr)
 
 
 def test_evaluate_trained_policy(trained, tmp_path):

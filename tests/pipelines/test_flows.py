@@ -303,9 +303,9 @@ def test_resource_config_rejected(bad, tmp_path):
 def test_only_gpu_tasks_carry_a_tag():
     # Every tagged task run costs a tag-concurrency request to the server (503-prone on SQLite): CPU tasks have
     # none; GPU tasks carry "gpu", the tag the deployments' concurrency limit applies to.
-    from tasks.common import configured
-    from tasks.evaluation import evaluate_task
-    from tasks.training import train_task
+    from daf.tasks.common import configured
+    from daf.tasks.evaluation import evaluate_task
+    from daf.tasks.training import train_task
 
     for task_ in (evaluate_task, train_task):
         assert configured(task_, DAFConfig()).tags == set()
@@ -317,15 +317,15 @@ def test_in_process_runs_skip_heartbeats_unless_configured(monkeypatch):
     # user's own heartbeat setting, the orchestrators run without one.
     from prefect.settings import get_current_settings
 
-    from daf.orchestrators import _in_process_heartbeats
+    from daf.orchestrators import _in_process_settings
 
     default = get_current_settings().flows.heartbeat_frequency
-    with _in_process_heartbeats():
+    with _in_process_settings():
         assert get_current_settings().flows.heartbeat_frequency is None
     assert get_current_settings().flows.heartbeat_frequency == default
     monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
-    with _in_process_heartbeats():
-        assert get_current_settings().flows.heartbeat_frequency == default  # the user's choice is not overridden
+    with _in_process_settings():
+        assert get_current_settings().flows.heartbeat_frequency == 60  # the user's choice is not overridden
 
 
 def test_deliberate_errors_are_one_log_line_and_other_errors_keep_their_traceback(tmp_path):
