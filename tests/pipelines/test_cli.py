@@ -60,7 +60,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     # Progress on stderr (not a terminal: plain lines), drawn from the events the tasks and flows log.
     assert re.search(r"Prefect flow run '\S+' started \(training\)", result.stderr), result.stderr
     assert re.search(r"training: step 8192/8192 \(100%\)  \d+ agent-steps/s", result.stderr), result.stderr
-    assert f"evaluation: 2/2 episodes done (mlp-" in result.stderr, result.stderr
+    assert "evaluation: 2/2 episodes done (mlp-" in result.stderr, result.stderr
     return out, checkpoint
 
 
