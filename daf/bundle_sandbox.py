@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from daf.files import atomic_write_text
+
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_BYTES = 8 << 30  # address space of the child: torch's CPU import alone reserves ~2 GiB
 SMOKE_STEPS = 10
@@ -281,9 +283,7 @@ def _check_reward(spec: Any, mission: str, episodes: int, threshold: float) -> t
 def main(request_path: str) -> None:
     request = json.loads(Path(request_path).read_text())
     items = _child(request)
-    tmp = Path(request["result"]).with_suffix(".tmp")
-    tmp.write_text(json.dumps(items))
-    os.replace(tmp, request["result"])
+    atomic_write_text(request["result"], json.dumps(items))
 
 
 if __name__ == "__main__":

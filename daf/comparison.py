@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from mettagrid.policy.policy import PolicySpec
 
-import daf
 from daf.config import PolicyEntry
+from daf.content import installed_versions
 from daf.evaluation import EvaluationResult, evaluate
 from daf.reports import ReportPaths, write_report
 from daf.stats import ComparisonStatistics, compare_scores
@@ -73,13 +71,6 @@ def summary_statistics(statistics: dict[str, Any]) -> dict[str, Any]:
     return {k: statistics[k] for k in ("aggregate", "per_mission", "leaderboard", "alpha", "correction")}
 
 
-def versions() -> dict[str, str]:
-    found = {"daf": daf.__version__, "python": platform.python_version()}
-    for pkg in ("mettagrid", "torch", "prefect"):
-        found[pkg] = version(pkg)
-    return found
-
-
 def report_metadata(
     entries: list[PolicyEntry], names: list[str], missions: list[str], episodes: int, seed: int
 ) -> dict[str, Any]:
@@ -88,7 +79,7 @@ def report_metadata(
         "missions": missions,
         "episodes_per_mission": episodes,
         "seed": seed,
-        "versions": versions(),
+        "versions": installed_versions(("mettagrid", "torch", "prefect")),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

@@ -15,13 +15,16 @@ import hashlib
 import importlib.util
 import json
 import os
+import platform
 import site
 import sys
 import sysconfig
 from functools import cache
-from importlib.metadata import packages_distributions, version
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 from typing import Any
+
+import daf
 
 # DAF's import name; its packages (the domain core, and the Prefect tasks and flows installed from the repository's
 # tasks/ and flows/ folders as daf.tasks and daf.flows) are what daf_source_digest() covers.
@@ -88,6 +91,21 @@ def daf_source_digest() -> str:
         root = Path(next(iter(importlib.util.find_spec(package).submodule_search_locations)))
         h.update(f"{package}:{_digest_tree(root, _SOURCE_SUFFIXES)}".encode())
     return h.hexdigest()
+
+
+def installed_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
+    """What produced a result: DAF's and Python's versions and those of the named distributions (None: absent)."""
+    found: dict[str, str | None] = {"daf": daf.__version__}
+    found.update({name: _version_or_none(name) for name in packages})
+    found["python"] = platform.python_version()
+    return found
+
+
+def _version_or_none(distribution: str) -> str | None:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 @cache

@@ -11,7 +11,6 @@ without reaching the goal. Vibe and attack actions are off.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,6 +38,7 @@ from mettagrid.map_builder.random_map import RandomMapBuilder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daf.config import MAX_SEED, ConfigError, format_validation_error, read_yaml_mapping
+from daf.suggestions import did_you_mean
 
 DEPOSIT_STAT = "heart.deposited"
 
@@ -250,10 +250,9 @@ def mission_spec(name: str) -> MissionSpec:
     try:
         return MISSIONS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, MISSIONS, n=3, cutoff=0.4)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UnknownMissionError(
-            f"unknown mission {name!r}.{hint} Known missions: {', '.join(MISSIONS)} (or a path to a mission YAML file)"
+            f"unknown mission {name!r}.{did_you_mean(name, MISSIONS)} Known missions: {', '.join(MISSIONS)} "
+            "(or a path to a mission YAML file)"
         ) from None
 
 

@@ -28,20 +28,19 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 from mettagrid.policy.policy import PolicySpec
 from mettagrid.policy.submission import POLICY_SPEC_FILENAME, SubmissionPolicySpec
 
-import daf
 from daf.bundle_sandbox import run_code_checks
 from daf.config import DAFTrainingConfig
-from daf.content import is_installed_library
+from daf.content import installed_versions, is_installed_library
+from daf.files import UnsafeTorchFile, atomic_path, read_torch_file
+from daf.jsonable import to_jsonable
 from daf.missions import get_mission, list_missions
 from daf.policies.registry import check_spec
-from daf.results import to_jsonable
 from daf.training.checkpoints import CONFIG_FILE, checkpoint_holding
 
 MANIFEST_FILENAME = "manifest.json"
@@ -123,7 +122,7 @@ def build_package(
         "name": name,
         "created_at": stamp,
         "created_at_source": stamp_source,
-        "versions": _versions(),
+        "versions": installed_versions(("mettagrid", "torch")),
         "policy": spec_json,
         "source_checkpoint": _relative_checkpoint(Path(checkpoint).absolute()) if checkpoint else None,
         "training_config": to_jsonable(training_config),
@@ -238,21 +237,6 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def _versions() -> dict[str, str | None]:
-    def dist(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    return {
-        "daf": daf.__version__,
-        "mettagrid": dist("mettagrid"),
-        "torch": dist("torch"),
-        "python": ".".join(map(str, sys.version_info[:3])),
-    }
-
-
 def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
@@ -279,22 +263,11 @@ def _zip_info(arcname: str) -> zipfile.ZipInfo:
 
 
 def _write_zip_atomically(files: dict[str, Path | bytes], target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with zipfile.ZipFile(raw, "w", compresslevel=6) as zf:
-                for arcname in sorted(files):
-                    with _open_source(files[arcname]) as src, zf.open(_zip_info(arcname), "w") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 20)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)  # readers see the old bundle or the complete new one, never half a zip
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:  # readers see the old bundle or the complete new one, never half a zip
+        with zipfile.ZipFile(tmp, "w", compresslevel=6) as zf:
+            for arcname in sorted(files):
+                with _open_source(files[arcname]) as src, zf.open(_zip_info(arcname), "w") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
     return target
 
 
@@ -588,11 +561,8 @@ def _check_weights(root: Path, data_path: str | None) -> tuple[str, list[str]]:
 
 def unsafe_weights(path: Path) -> str | None:
     """Why a torch file fails torch.load(weights_only=True) (an unsafe or corrupt pickle), or None when it loads."""
-    import torch
-
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        return f"refused by torch.load(weights_only=True) (unsafe or corrupt pickle): {detail}"
+        read_torch_file(path)
+    except UnsafeTorchFile as exc:
+        return f"refused by torch.load(weights_only=True) (unsafe or corrupt pickle): {exc}"
     return None

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from daf.files import atomic_write_text
+from daf.jsonable import to_jsonable
 
 SUCCESS, PARTIAL, FAILED = "success", "partial", "failed"
 
@@ -19,42 +20,6 @@ STAGE_FAILED = "stage_failed"  # a stage ran and failed (a required one: failed;
 STOPPED = "stopped"  # SIGINT or SIGTERM ended the pipeline (outputs["interrupted_by"] names the signal)
 ORCHESTRATION = "orchestration"  # the flow run itself crashed outside any stage (e.g. the server went away)
 ERROR_KINDS = (INVALID_INPUT, STAGE_FAILED, STOPPED, ORCHESTRATION)
-
-
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON data from dataclasses, pydantic models, paths and containers."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float | int | str | bool) or value is None:
-        return value
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    return repr(value)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write via a temporary file in the same directory and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats as sps
 
+from daf.jsonable import to_jsonable
+
 Correction = Literal["holm", "bh"]
 CORRECTIONS: tuple[str, ...] = ("holm", "bh")
 
@@ -153,7 +155,7 @@ class ComparisonStatistics:
         raise KeyError((a, b, mission))
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        return to_jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ComparisonStatistics:
@@ -194,27 +196,11 @@ def _flip(p: PairwiseResult) -> PairwiseResult:
     )
 
 
-def _jsonable(obj: Any) -> Any:
-    """Plain Python types only: numpy scalars -> float/int/bool, NaN/inf -> None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    return obj
-
-
 def _load(cls: type, data: Mapping[str, Any]) -> Any:
     kwargs = {}
     for f in fields(cls):
         v = data.get(f.name)
-        # None in JSON stands for NaN in float fields (see _jsonable); keep None for optional fields.
+        # None in JSON stands for NaN in float fields (see daf.jsonable); keep None for optional fields.
         if v is None and f.type == "float":
             v = math.nan
         kwargs[f.name] = v

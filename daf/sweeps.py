@@ -51,12 +51,13 @@ from optuna.visualization import matplotlib as optuna_plots
 from daf.config import DAFSweepConfig, DAFTrainingConfig, RangeSpec, SearchDimension, validate_search_space
 from daf.evaluation import evaluate, evaluate_policy
 from daf.events import ProgressFn, TrialFinished
+from daf.files import atomic_write_text
 from daf.interrupts import describe_stop, raise_on_stop_signals
+from daf.jsonable import to_jsonable
 from daf.locks import directory_lock
 from daf.missions import get_mission
 from daf.policies.neural import NeuralPolicy
-from daf.policies.registry import is_trainable, load_policy, resolve_class_path
-from daf.results import atomic_write_text, to_jsonable
+from daf.policies.registry import load_policy, require_trainable, resolve_class_path
 from daf.simulation import env_interface
 from daf.stats import iqm
 from daf.training import StopTraining, train, validate_training_config
@@ -188,8 +189,7 @@ def _end(dim: SearchDimension, pick: int) -> Any:
 
 
 def _check_policy(config: DAFTrainingConfig) -> None:
-    if not is_trainable(config.policy_class_path):
-        raise ValueError(f"policy {config.policy_class_path!r} is not trainable (it must be a NeuralPolicy)")
+    require_trainable(config.policy_class_path)
     if config.policy_data_path:
         # Loading the warm-start weights into the policy catches a checkpoint of another architecture now.
         spec = PolicySpec(

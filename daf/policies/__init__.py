@@ -2,22 +2,28 @@
 
 from daf.policies.registry import (
     DAF_POLICIES,
+    NotTrainable,
     PolicyResolutionError,
     check_spec,
     is_trainable,
     list_policies,
     load_policy,
     load_policy_class,
+    require_trainable,
     resolve_class_path,
+    trainable_policies,
 )
 
 __all__ = [
     "DAF_POLICIES",
+    "NotTrainable",
     "PolicyResolutionError",
     "check_spec",
     "is_trainable",
     "list_policies",
     "load_policy",
     "load_policy_class",
+    "require_trainable",
     "resolve_class_path",
+    "trainable_policies",
 ]

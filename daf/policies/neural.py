@@ -21,7 +21,6 @@ the first mismatch with the shape it expected.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import torch
 from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 from torch import nn
 
+from daf.files import UnsafeTorchFile, atomic_path, read_torch_file
 from daf.policies.base import DAFPolicy
 from daf.policies.tokens import (
     EMPTY_LOCATION,
@@ -345,16 +345,8 @@ class CheckpointError(ValueError):
 
 def save_weights(net: nn.Module, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
     """torch.save to a temp file and rename: a crash never leaves a half-written weights file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"state_dict": net.state_dict(), "meta": meta}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -363,11 +355,10 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated, corrupted or unsafe pickles
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        payload = read_torch_file(path)
+    except UnsafeTorchFile as exc:
         raise CheckpointError(
-            f"checkpoint {path} cannot be loaded safely (corrupted, truncated or unsafe): {first}"
+            f"checkpoint {path} cannot be loaded safely (corrupted, truncated or unsafe): {exc}"
         ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CheckpointError(f"checkpoint {path} is not a DAF weights file (no state_dict)")

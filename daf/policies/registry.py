@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,8 @@ from typing import Any
 from mettagrid.policy.loader import resolve_policy_class_path
 from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
 from mettagrid.policy.policy_env_interface import PolicyEnvInterface
+
+from daf.suggestions import did_you_mean
 
 # Short name -> class path. Trainable policies are registered by daf.policies.neural.
 DAF_POLICIES: dict[str, str] = {
@@ -19,11 +20,14 @@ DAF_POLICIES: dict[str, str] = {
     "lstm": "daf.policies.neural.LSTMPolicy",
     "mlp": "daf.policies.neural.MLPPolicy",
 }
-TRAINABLE = {"lstm", "mlp"}
 
 
 class PolicyResolutionError(ValueError):
     pass
+
+
+class NotTrainable(PolicyResolutionError):
+    """The policy imports, but DAF's trainer cannot train it."""
 
 
 def resolve_class_path(name: str) -> str:
@@ -35,10 +39,8 @@ def resolve_class_path(name: str) -> str:
     resolved = resolve_policy_class_path(name)
     if resolved != name:
         return resolved
-    close = difflib.get_close_matches(name, DAF_POLICIES, n=3, cutoff=0.4)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise PolicyResolutionError(
-        f"unknown policy {name!r}.{hint} Known short names: {', '.join(DAF_POLICIES)}; "
+        f"unknown policy {name!r}.{did_you_mean(name, DAF_POLICIES)} Known short names: {', '.join(DAF_POLICIES)}; "
         "or give a dotted class path such as mypackage.MyPolicy"
     )
 
@@ -97,8 +99,31 @@ def list_policies() -> dict[str, str]:
     return dict(DAF_POLICIES)
 
 
+def require_trainable(name: str) -> type[MultiAgentPolicy]:
+    """The policy's class when DAF's trainer can train it (a NeuralPolicy); NotTrainable, saying what would be,
+    otherwise. Whether its network() keeps the contract is daf.policies.contract's check, which needs a mission."""
+    from daf.policies.neural import NeuralPolicy  # neural imports torch: only a trainability question needs it
+
+    cls = load_policy_class(name)
+    if not issubclass(cls, NeuralPolicy):
+        raise NotTrainable(
+            f"policy {name!r} is not trainable: it must be a daf.policies.neural.NeuralPolicy whose network() returns "
+            f"a torch.nn.Module (see the contract in daf/policies/neural.py); trainable here: "
+            f"{', '.join(trainable_policies())}"
+        )
+    return cls
+
+
 def is_trainable(name: str) -> bool:
-    """Whether DAF's trainer can train this policy class (a NeuralPolicy with a network)."""
+    try:
+        require_trainable(name)
+    except NotTrainable:
+        return False
+    return True
+
+
+def trainable_policies() -> list[str]:
+    """DAF's short names whose policies its trainer can train."""
     from daf.policies.neural import NeuralPolicy
 
-    return issubclass(load_policy_class(name), NeuralPolicy)
+    return [short for short, path in DAF_POLICIES.items() if issubclass(load_policy_class(path), NeuralPolicy)]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from daf.files import atomic_write_text
 from daf.reports.plots import all_plots
 from daf.stats import ComparisonStatistics
 
@@ -201,21 +200,6 @@ def render_markdown_summary(statistics: ComparisonStatistics | dict) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same directory, then os.replace: readers never see a half-written report."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(
     statistics: ComparisonStatistics | dict,
     metadata: dict,
@@ -232,7 +216,7 @@ def write_report(
     # allow_nan=False: to_dict() already maps NaN to None; metadata oddities (Path, datetime) become strings.
     json_text = json.dumps(payload, indent=2, allow_nan=False, default=str)
 
-    _write_atomic(paths.html, render_html(stats, metadata, title))
-    _write_atomic(paths.json, json_text + "\n")
-    _write_atomic(paths.markdown, f"# {md_escape(title)}\n\n" + render_markdown_summary(stats))
+    atomic_write_text(paths.html, render_html(stats, metadata, title))
+    atomic_write_text(paths.json, json_text + "\n")
+    atomic_write_text(paths.markdown, f"# {md_escape(title)}\n\n" + render_markdown_summary(stats))
     return paths

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
+from daf.files import UnsafeTorchFile, atomic_write_text, read_torch_file
 from daf.policies.neural import CheckpointError, NeuralPolicy
-from daf.results import atomic_write_text
 
 WEIGHTS_FILE = "policy.pt"
 TRAINER_STATE_FILE = "trainer_state.pt"
@@ -95,8 +95,8 @@ def save_checkpoint(
 def load_trainer_state(checkpoint: Checkpoint) -> dict[str, Any]:
     path = checkpoint.path / TRAINER_STATE_FILE
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged file must fail with its name, not a pickle traceback
+        return read_torch_file(path)
+    except UnsafeTorchFile as exc:  # a damaged file must fail with its name, not a pickle traceback
         raise CheckpointError(f"trainer state {path} cannot be loaded: {exc}") from None
 
 

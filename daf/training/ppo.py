@@ -29,7 +29,7 @@ from daf.locks import directory_lock
 from daf.missions import get_mission
 from daf.policies.contract import NetworkContractError, check_network_contract
 from daf.policies.neural import NeuralPolicy, load_weights
-from daf.policies.registry import PolicyResolutionError, is_trainable, load_policy, resolve_class_path
+from daf.policies.registry import PolicyResolutionError, load_policy, require_trainable, resolve_class_path
 from daf.policies.tokens import trim_padding
 from daf.simulation import env_interface
 from daf.training.checkpoints import (
@@ -108,12 +108,7 @@ def _make_policy(config: DAFTrainingConfig, env_info, device: torch.device) -> t
         )
     except PolicyResolutionError as exc:
         raise TrainingError(str(exc)) from None
-    if not isinstance(policy, NeuralPolicy) or not isinstance(policy.network(), nn.Module):
-        raise TrainingError(
-            f"policy {config.policy_class_path!r} is not trainable: it must be a daf.policies.neural.NeuralPolicy "
-            "whose network() returns a torch.nn.Module (see the contract in daf/policies/neural.py)"
-        )
-    return policy, class_path
+    return policy, class_path  # a NeuralPolicy keeping the network contract: validate_training_config checked it
 
 
 def _check_resumable(config: DAFTrainingConfig, checkpoint: Checkpoint) -> None:
@@ -146,14 +141,9 @@ def validate_training_config(config: DAFTrainingConfig) -> None:
         )
     resolve_device(config.device)
     try:
-        trainable = is_trainable(config.policy_class_path)
+        require_trainable(config.policy_class_path)
     except PolicyResolutionError as exc:
         raise TrainingError(str(exc)) from None
-    if not trainable:
-        raise TrainingError(
-            f"policy {config.policy_class_path!r} is not trainable: it must be a daf.policies.neural.NeuralPolicy "
-            "whose network() returns a torch.nn.Module (see the contract in daf/policies/neural.py)"
-        )
     try:
         policy, _ = _make_policy(config, env_interface(games), resolve_device(config.device))
         check_network_contract(policy, games)
