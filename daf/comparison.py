@@ -1,19 +1,17 @@
-"""Comparing policies: unique display names, evaluation of every (policy, mission), statistics and report."""
+"""Comparing policies: what the comparison, benchmark and sweep pipelines share about the policies they compare
+(unique display names, the statistics over their evaluations, the report's metadata, the best of them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from mettagrid.policy.policy import PolicySpec
 
 from daf.config import PolicyEntry
 from daf.content import installed_versions
-from daf.evaluation import EvaluationResult, evaluate
-from daf.reports import ReportPaths, write_report
+from daf.evaluation import EvaluationResult
 from daf.stats import ComparisonStatistics, compare_scores
 
 
@@ -54,18 +52,6 @@ def to_spec(entry: PolicyEntry) -> PolicySpec:
     return PolicySpec(class_path=entry.class_path, data_path=entry.data_path, init_kwargs=entry.init_kwargs)
 
 
-@dataclass
-class ComparisonResult:
-    statistics: ComparisonStatistics
-    evaluations: list[EvaluationResult]
-    report: ReportPaths | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def summary_statistics(self) -> dict[str, Any]:
-        return summary_statistics(self.statistics.to_dict())
-
-
 def summary_statistics(statistics: dict[str, Any]) -> dict[str, Any]:
     """Aggregate and per-mission statistics plus the leaderboard (the seed's `summary_statistics`)."""
     return {k: statistics[k] for k in ("aggregate", "per_mission", "leaderboard", "alpha", "correction")}
@@ -84,7 +70,7 @@ def report_metadata(
     }
 
 
-def summarize(
+def compare_evaluations(
     evaluations: list[EvaluationResult],
     *,
     alpha: float = 0.05,
@@ -98,43 +84,47 @@ def summarize(
     return compare_scores(scores, alpha=alpha, correction=correction, seed=seed)
 
 
-def compare(
-    policies: list[PolicyEntry | PolicySpec | str],
-    missions: list[str],
-    episodes_per_mission: int,
-    *,
-    seed: int = 42,
-    alpha: float = 0.05,
-    correction: str = "holm",
-    output_dir: str | Path | None = None,
-    device: str = "cpu",
-    title: str = "DAF comparison report",
-    progress: Callable[[str, int, int], None] | None = None,
-) -> ComparisonResult:
-    """Evaluate every policy on every mission (each on its own) and compare them; writes a report if asked."""
-    entries = [as_entry(p) for p in policies]
-    names = display_names(entries)
-    evaluations = []
-    for entry, name in zip(entries, names):
-        for mission in missions:
-            evaluations.append(
-                evaluate(to_spec(entry), mission, episodes_per_mission, seed, policy_name=name, device=device)
-            )
-            if progress:
-                progress(name, len(evaluations), len(entries) * len(missions))
-    statistics = summarize(evaluations, alpha=alpha, correction=correction, seed=seed)
-    metadata = report_metadata(entries, names, missions, episodes_per_mission, seed)
-    report = write_report(statistics, metadata, output_dir, title=title) if output_dir is not None else None
-    return ComparisonResult(statistics, evaluations, report, metadata)
+def evaluation_results(evaluations: list[dict]) -> list[dict]:
+    """Per (policy, mission): episodes, mean reward, per-episode rewards and throughput (a pipeline's
+    `evaluation_results` output; the per-episode details stay in the evaluations)."""
+    out = []
+    for ev in evaluations:
+        rewards = ev["rewards"]
+        out.append(
+            {
+                "policy": ev["policy_name"],
+                "mission": ev["mission"],
+                "episodes": len(rewards),
+                "mean_reward": sum(rewards) / len(rewards),
+                "rewards": rewards,
+                "agent_steps_per_second": ev["agent_steps"] / ev["wall_time_s"] if ev["wall_time_s"] else None,
+            }
+        )
+    return out
+
+
+def best_policy(evaluations: list[dict], candidates: list[str], statistics: dict | None) -> str:
+    """The candidate ranked first: by the leaderboard when statistics exist, else by mean reward over all its
+    episodes (a single policy, or statistics that failed)."""
+    if statistics:
+        for row in statistics["leaderboard"]:
+            if row["policy"] in candidates:
+                return row["policy"]
+    means: dict[str, list[float]] = {}
+    for ev in evaluations:
+        if ev["policy_name"] in candidates:
+            means.setdefault(ev["policy_name"], []).extend(ev["rewards"])
+    return max(means, key=lambda n: sum(means[n]) / len(means[n]))
 
 
 __all__ = [
     "ComparisonError",
-    "ComparisonResult",
     "as_entry",
-    "compare",
+    "best_policy",
+    "compare_evaluations",
     "display_names",
-    "summarize",
+    "evaluation_results",
+    "report_metadata",
     "summary_statistics",
     "to_spec",
 ]

@@ -4,16 +4,22 @@ Episode i of (seed, mission) always uses the same map seed, so every policy meet
 with `step_batch` step all agents of several concurrent episodes in one call; DAF policies reseed their
 per-row streams at each episode start, so results do not depend on how many episodes run at once.
 Others fall back to mettagrid's per-agent `AgentPolicy.step`.
+
+`run_episodes` is DAF's one episode loop for a policy under test: `evaluate` and `evaluate_policy` run
+through it, and so does the smoke episode of bundle validation (daf.packaging.sandbox), which watches the
+policy's actions with an `ActionTally`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from mettagrid.config.mettagrid_config import MettaGridConfig
 from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
+from mettagrid.simulator import Action
 from mettagrid.simulator.simulator import Simulation
 
 from daf.events import EpisodesProgress, ProgressFn
@@ -64,6 +70,33 @@ def has_batch_path(policy: MultiAgentPolicy) -> bool:
     return type(policy).step_batch is not MultiAgentPolicy.step_batch
 
 
+@dataclass
+class ActionTally:
+    """What a policy chose over the episodes it was watched in: how many actions, how many of them noops, and its
+    slowest decision (one `step_batch` call, or one agent's `step`). Evidence that a policy acts at all."""
+
+    action_names: list[str]
+    actions: int = 0
+    noops: int = 0
+    slowest_step_s: float = 0.0
+    _noop_index: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._noop_index = self.action_names.index("noop") if "noop" in self.action_names else -1
+
+    def batch_step(self, seconds: float, actions: np.ndarray) -> None:
+        """One `step_batch` call that chose `actions` (action indices) for the agents of running episodes."""
+        self.slowest_step_s = max(self.slowest_step_s, seconds)
+        self.actions += len(actions)
+        self.noops += int(np.sum(actions == self._noop_index))
+
+    def agent_step(self, seconds: float, action: Action) -> None:
+        """One agent's `step` that chose `action`."""
+        self.slowest_step_s = max(self.slowest_step_s, seconds)
+        self.actions += 1
+        self.noops += action.name == "noop"
+
+
 def evaluate(
     policy_spec: PolicySpec,
     mission: str,
@@ -75,7 +108,8 @@ def evaluate(
     concurrent_episodes: int = 8,
     progress: ProgressFn | None = None,
 ) -> EvaluationResult:
-    """Run `episodes` seeded episodes of `mission` with every agent driven by `policy_spec`."""
+    """Load the policy `policy_spec` names (checked first: class importable, data file present) and evaluate it
+    as `evaluate_policy` does; the result is labelled with the spec's name, class path and data path."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if concurrent_episodes < 1:
@@ -101,14 +135,13 @@ def evaluate_policy(
     concurrent_episodes: int = 8,
     progress: ProgressFn | None = None,
 ) -> EvaluationResult:
-    """Evaluate an already-loaded policy (e.g. a network mid-training) exactly as `evaluate` does."""
+    """Run `episodes` seeded episodes of `mission` with every agent driven by `policy`, an instance already loaded
+    (e.g. a network mid-training); nothing is checked or loaded here. The result is labelled with the instance's
+    class, and has no data path."""
     config = get_mission(mission)
     seeds = [episode_seed(seed, mission, i) for i in range(episodes)]
     start = time.perf_counter()
-    if has_batch_path(policy):
-        outcomes = _run_batched(policy, config, seeds, concurrent_episodes, progress)
-    else:
-        outcomes = _run_per_agent(policy, config, seeds, progress)
+    outcomes = run_episodes(policy, config, seeds, concurrent_episodes=concurrent_episodes, progress=progress)
     wall = time.perf_counter() - start
     cls = type(policy)
     return EvaluationResult(
@@ -123,8 +156,34 @@ def evaluate_policy(
     )
 
 
+def run_episodes(
+    policy: MultiAgentPolicy,
+    config: MettaGridConfig,
+    seeds: list[int],
+    *,
+    max_steps: int | None = None,
+    concurrent_episodes: int = 8,
+    progress: ProgressFn | None = None,
+    tally: ActionTally | None = None,
+) -> list[EpisodeOutcome]:
+    """One episode of `config` per seed (its map and the policy's streams seeded by it), every agent driven by the
+    already-loaded `policy`; outcomes in seed order. `max_steps` ends each episode early (on a copy of `config`);
+    `tally`, when given, counts the actions the policy chose and times its decisions."""
+    if max_steps is not None:
+        config = config.model_copy(deep=True)
+        config.game.max_steps = max_steps
+    if has_batch_path(policy):
+        return _run_batched(policy, config, seeds, concurrent_episodes, progress, tally)
+    return _run_per_agent(policy, config, seeds, progress, tally)
+
+
 def _run_batched(
-    policy: MultiAgentPolicy, config, seeds: list[int], concurrent: int, progress: ProgressFn | None
+    policy: MultiAgentPolicy,
+    config: MettaGridConfig,
+    seeds: list[int],
+    concurrent: int,
+    progress: ProgressFn | None,
+    tally: ActionTally | None,
 ) -> list[EpisodeOutcome]:
     num_slots = min(concurrent, len(seeds))
     batch = SimBatch([config] * num_slots)
@@ -146,7 +205,11 @@ def _run_batched(
         for slot in range(num_slots):
             start(slot)
         while slot_episode:
+            started = time.perf_counter()
             policy.step_batch(batch.observations, batch.actions)
+            if tally is not None:  # the rows of finished slots hold actions nobody takes: not counted
+                chosen = np.concatenate([batch.actions[batch.rows[slot]] for slot in slot_episode])
+                tally.batch_step(time.perf_counter() - started, chosen)
             active = list(slot_episode)
             batch.step(active)
             for slot in active:
@@ -164,7 +227,11 @@ def _run_batched(
 
 
 def _run_per_agent(
-    policy: MultiAgentPolicy, config, seeds: list[int], progress: ProgressFn | None
+    policy: MultiAgentPolicy,
+    config: MettaGridConfig,
+    seeds: list[int],
+    progress: ProgressFn | None,
+    tally: ActionTally | None,
 ) -> list[EpisodeOutcome]:
     outcomes = []
     agents = [policy.agent_policy(i) for i in range(config.game.num_agents)]
@@ -175,7 +242,11 @@ def _run_per_agent(
         try:
             while not sim.is_done():
                 for agent_id, obs in enumerate(sim.observations()):
-                    sim.agent(agent_id).set_action(agents[agent_id].step(obs))
+                    started = time.perf_counter()
+                    action = agents[agent_id].step(obs)
+                    if tally is not None:
+                        tally.agent_step(time.perf_counter() - started, action)
+                    sim.agent(agent_id).set_action(action)
                 sim.step()
             outcomes.append(EpisodeOutcome.from_simulation(sim, ep_seed))
         finally:

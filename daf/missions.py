@@ -316,18 +316,3 @@ def with_map_seed(cfg: MettaGridConfig, seed: int) -> MettaGridConfig:
     # Shallow copies down to the map builder: a deep copy of the whole game costs more than a short episode.
     map_builder = cfg.game.map_builder.model_copy(update={"seed": seed})
     return cfg.model_copy(update={"game": cfg.game.model_copy(update={"map_builder": map_builder})})
-
-
-def mission_table_markdown() -> str:
-    """The rules of every mission as a markdown table (kept in docs/missions.md)."""
-    rows = [
-        "| mission | agents | map | objects | reward | max steps | description |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for m in _LADDER:
-        objs = ", ".join(f"{k} x{v}" for k, v in m.objects.items()) + (f", wall x{m.walls}" if m.walls else "")
-        rows.append(
-            f"| `{m.name}` | {m.num_agents} | {m.width}x{m.height} | {objs} | {m.reward_rule} | {m.max_steps} "
-            f"| {m.description} |"
-        )
-    return "\n".join(rows)

@@ -5,7 +5,10 @@ Input is ``{policy: {mission: [episode total reward, ...]}}``. The output is a
 pairwise tests with multiple-comparison correction and a leaderboard whose rank
 groups only separate policies where the corrected test is significant.
 
-Kept free of Prefect so it can be used (and tested) on its own.
+Kept free of Prefect so it can be used (and tested) on its own. One module of ~600 lines on purpose: it is one
+procedure read top to bottom (result types -> estimators -> tests -> bootstrap intervals -> correction ->
+leaderboard), and each statistical choice is argued where it is made; split into files, the argument would be
+read out of order.
 """
 
 from __future__ import annotations
@@ -94,10 +97,6 @@ class PairwiseResult:
     prob_improvement: float  # P(A > B) + 0.5 P(A == B)
     prob_improvement_ci_low: float
     prob_improvement_ci_high: float
-
-    @property
-    def is_aggregate(self) -> bool:
-        return self.mission is None
 
 
 @dataclass

@@ -6,12 +6,11 @@ from __future__ import annotations
 from prefect import flow
 from prefect.states import State
 
-from daf.comparison import display_names
+from daf.comparison import best_policy, evaluation_results
 from daf.config import DAFBenchmarkConfig, DAFTrainingConfig, PolicyEntry
 from daf.flows.common import Pipeline, run_pipeline
-from daf.flows.stages import compare_and_report, evaluate_all, evaluation_summary
+from daf.flows.stages import compare_and_report, evaluate_all, validate_policies
 from daf.policies import is_trainable
-from daf.tasks.environment import check_environment_task
 from daf.tasks.packaging import build_package_task, validate_package_task
 from daf.tasks.training import run_training
 
@@ -27,7 +26,8 @@ def benchmark_flow(config: DAFBenchmarkConfig) -> State:
         baselines = [PolicyEntry(class_path=b) for b in config.baselines if b not in given]
         if not config.compare_baselines:
             baselines = []
-        names = p.stage("environment_validation", _validate, config, entries + baselines)
+        missions = [*config.missions, *(config.training_missions or [])]
+        names = p.stage("environment_validation", validate_policies, config, entries + baselines, missions)
 
         to_train = [i for i, e in enumerate(entries) if e.data_path is None and is_trainable(e.class_path)]
         if to_train:
@@ -49,7 +49,7 @@ def benchmark_flow(config: DAFBenchmarkConfig) -> State:
             config,
             config.parallel_evaluation,
         )
-        outputs["evaluation_results"] = evaluation_summary(evaluations)
+        outputs["evaluation_results"] = evaluation_results(evaluations)
         if len(all_entries) > 1:
             compare_and_report(
                 p,
@@ -67,7 +67,7 @@ def benchmark_flow(config: DAFBenchmarkConfig) -> State:
                 stats_required=False,
             )
         if config.create_deployment_package:
-            best = _best_policy(evaluations, names[: len(entries)], outputs.get("statistics"))
+            best = best_policy(evaluations, names[: len(entries)], outputs.get("statistics"))
             entry = entries[names.index(best)]
             package = p.stage(
                 "deployment_package",
@@ -85,19 +85,6 @@ def benchmark_flow(config: DAFBenchmarkConfig) -> State:
     return run_pipeline("benchmark", config, body)
 
 
-def _validate(config: DAFBenchmarkConfig, entries: list[PolicyEntry]) -> list[str]:
-    names = display_names(entries)
-    missions = [*config.missions, *(config.training_missions or [])]
-    check_environment_task(
-        missions,
-        [e.class_path for e in entries],
-        config.output_dir,
-        config.device,
-        [(e.class_path, e.data_path) for e in entries],
-    )
-    return names
-
-
 def _train_all(config: DAFBenchmarkConfig, entries: list[PolicyEntry]) -> list[dict]:
     outs = []
     for entry in entries:
@@ -110,19 +97,6 @@ def _train_all(config: DAFBenchmarkConfig, entries: list[PolicyEntry]) -> list[d
         )
         outs.append(run_training(train_config, config))
     return outs
-
-
-def _best_policy(evaluations: list[dict], candidates: list[str], statistics: dict | None) -> str:
-    """The candidate ranked first (the leaderboard when statistics exist, else the mean reward)."""
-    if statistics:
-        for row in statistics["leaderboard"]:
-            if row["policy"] in candidates:
-                return row["policy"]
-    means = {}
-    for ev in evaluations:
-        if ev["policy_name"] in candidates:
-            means.setdefault(ev["policy_name"], []).extend(ev["rewards"])
-    return max(means, key=lambda n: sum(means[n]) / len(means[n]))
 
 
 def _package(entry: PolicyEntry, name: str, config: DAFBenchmarkConfig, out_dir: str, evaluation: list[dict]):

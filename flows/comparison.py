@@ -5,11 +5,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.states import State
 
-from daf.comparison import display_names
+from daf.comparison import evaluation_results
 from daf.config import DAFComparisonConfig
 from daf.flows.common import Pipeline, run_pipeline
-from daf.flows.stages import compare_and_report, evaluate_all, evaluation_summary
-from daf.tasks.environment import check_environment_task
+from daf.flows.stages import compare_and_report, evaluate_all, validate_policies
 
 
 @flow(name="comparison", log_prints=True)
@@ -17,7 +16,7 @@ def comparison_flow(config: DAFComparisonConfig) -> State:
     """Evaluate every policy on every mission on its own, then compare them with corrected tests."""
 
     def body(p: Pipeline) -> None:
-        names = p.stage("environment_validation", _validate, config)
+        names = p.stage("environment_validation", validate_policies, config, config.policies, config.missions)
         evaluations = p.stage(
             "policy_comparison",
             evaluate_all,
@@ -28,7 +27,7 @@ def comparison_flow(config: DAFComparisonConfig) -> State:
             config,
             config.parallel_evaluation,
         )
-        p.result.outputs["evaluation_results"] = evaluation_summary(evaluations)
+        p.result.outputs["evaluation_results"] = evaluation_results(evaluations)
         compare_and_report(
             p,
             evaluations,
@@ -46,15 +45,3 @@ def comparison_flow(config: DAFComparisonConfig) -> State:
         )
 
     return run_pipeline("comparison", config, body)
-
-
-def _validate(config: DAFComparisonConfig) -> list[str]:
-    names = display_names(config.policies)
-    check_environment_task(
-        config.missions,
-        [e.class_path for e in config.policies],
-        config.output_dir,
-        config.device,
-        [(e.class_path, e.data_path) for e in config.policies],
-    )
-    return names

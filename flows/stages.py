@@ -1,4 +1,4 @@
-"""Stage bodies shared by several flows: evaluating policies on missions, comparing them, reporting."""
+"""Stage bodies shared by several flows: validating and evaluating policies on missions, comparing them, reporting."""
 
 from __future__ import annotations
 
@@ -9,14 +9,28 @@ from prefect import get_run_logger
 from prefect.states import State
 from prefect.utilities.annotations import quote
 
-from daf.comparison import report_metadata, summary_statistics
+from daf.comparison import display_names, report_metadata, summary_statistics
 from daf.config import DAFConfig, PolicyEntry
 from daf.events import EvaluationFinished
 from daf.flows.common import Pipeline, run_on_configured_runner
 from daf.tasks.artifacts import publish_leaderboard
 from daf.tasks.common import configured, log_event
 from daf.tasks.comparison import report_task, statistics_task
+from daf.tasks.environment import check_environment_task
 from daf.tasks.evaluation import evaluate_task
+
+
+def validate_policies(config: DAFConfig, entries: list[PolicyEntry], missions: list[str]) -> list[str]:
+    """The environment check for these policies on these missions; their unique display names."""
+    names = display_names(entries)
+    check_environment_task(
+        missions,
+        [e.class_path for e in entries],
+        config.output_dir,
+        config.device,
+        [(e.class_path, e.data_path) for e in entries],
+    )
+    return names
 
 
 def evaluate_all(
@@ -28,7 +42,7 @@ def evaluate_all(
     parallel: bool,
 ) -> list[dict]:
     """Every policy on every mission, each on its own, on the configured task runner; concurrent when `parallel`."""
-    device = "cpu" if config.device == "cpu" else config.device.replace("auto", "cpu")
+    device = config.device.replace("auto", "cpu")  # "auto" evaluates on the CPU; a device named is used as given
     calls = [
         dict(entry=entry, name=name, mission=mission, episodes=episodes, seed=config.seed, device=device)
         for entry, name in zip(entries, names)
@@ -89,21 +103,3 @@ def compare_and_report(
         publish_leaderboard(statistics["leaderboard"], report["markdown_text"], report["html"], name)
     except Exception as exc:  # the UI being unreachable does not invalidate the report on disk
         logging.getLogger(__name__).warning("%s: artifacts not published: %s", report_stage, exc)
-
-
-def evaluation_summary(evaluations: list[dict]) -> list[dict]:
-    """Per (policy, mission): mean reward and episodes, without per-episode stats (for outputs/UI)."""
-    out = []
-    for ev in evaluations:
-        rewards = ev["rewards"]
-        out.append(
-            {
-                "policy": ev["policy_name"],
-                "mission": ev["mission"],
-                "episodes": len(rewards),
-                "mean_reward": sum(rewards) / len(rewards),
-                "rewards": rewards,
-                "agent_steps_per_second": ev["agent_steps"] / ev["wall_time_s"] if ev["wall_time_s"] else None,
-            }
-        )
-    return out

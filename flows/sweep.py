@@ -5,9 +5,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.states import State
 
+from daf.comparison import evaluation_results
 from daf.config import DAFSweepConfig, PolicyEntry
 from daf.flows.common import Pipeline, run_pipeline
-from daf.flows.stages import compare_and_report, evaluate_all, evaluation_summary
+from daf.flows.stages import compare_and_report, evaluate_all
 from daf.sweeps import BestConfig
 from daf.tasks.environment import check_environment_task
 from daf.tasks.sweeps import sweep_task
@@ -55,7 +56,7 @@ def sweep_flow(
                 required=False,
             )
             if evaluations is not None:
-                outputs["evaluation_results"] = evaluation_summary(evaluations)
+                outputs["evaluation_results"] = evaluation_results(evaluations)
                 compare_and_report(
                     p,
                     evaluations,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.states import State
 
+from daf.comparison import evaluation_results
 from daf.config import DAFTrainingConfig, PolicyEntry
 from daf.flows.common import Pipeline, run_pipeline
-from daf.flows.stages import evaluate_all, evaluation_summary
+from daf.flows.stages import evaluate_all
 from daf.policies.neural import load_weights
 from daf.tasks.environment import check_environment_task
 from daf.tasks.training import run_training
@@ -53,7 +54,7 @@ def training_flow(config: DAFTrainingConfig) -> State:
                 required=False,
             )
             if evaluations is not None:
-                p.result.outputs["evaluation_results"] = evaluation_summary(evaluations)
+                p.result.outputs["evaluation_results"] = evaluation_results(evaluations)
 
     return run_pipeline("training", config, body)
 

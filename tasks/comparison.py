@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import CacheKeyFnPolicy
 
-from daf.comparison import summarize
+from daf.comparison import compare_evaluations
 from daf.evaluation import EvaluationResult
 from daf.faults import maybe_fail
 from daf.reports import write_report
@@ -26,7 +26,7 @@ def _statistics_key(context, parameters) -> str:
 def statistics_task(evaluations: list[dict], alpha: float, correction: str, seed: int) -> dict:
     maybe_fail("comparison")
     results = [EvaluationResult.from_dict(e) for e in evaluations]
-    return summarize(results, alpha=alpha, correction=correction, seed=seed).to_dict()
+    return compare_evaluations(results, alpha=alpha, correction=correction, seed=seed).to_dict()
 
 
 @task(name="report")

@@ -265,7 +265,7 @@ def test_interrupted_build_leaves_no_bundle(tmp_path: Path, monkeypatch: pytest.
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # as if the process were interrupted mid-write
 
-    monkeypatch.setattr(packaging.shutil, "copyfileobj", killed)
+    monkeypatch.setattr(packaging.build.shutil, "copyfileobj", killed)
     with pytest.raises(KeyboardInterrupt):
         build_package(PolicySpec(class_path="baseline"), out, name="b", missions=[MISSION])
     assert good.read_bytes() == before  # the old bundle is untouched
@@ -311,7 +311,7 @@ def test_unsafe_entries_are_refused_before_extraction(
     # Rejection happens before anything is written, not by cleaning up afterwards.
     root = tmp_path / "direct"
     root.mkdir()
-    assert packaging._extract_safely(bad, root, packaging._Limits(1 << 20, 1 << 20, 100))
+    assert packaging.extract.extract_safely(bad, root, packaging.extract.Limits(1 << 20, 1 << 20, 100))
     assert list(root.iterdir()) == []
 
 
@@ -439,11 +439,11 @@ def test_class_path_that_is_not_a_policy_is_never_called(tmp_path: Path) -> None
 HOSTILE_MODULE = """
 import sys
 
-import daf.bundle_sandbox
+import daf.packaging.sandbox
 from daf.policies.scripted import RandomPolicy
 
-# Patch the checker wherever it runs: as daf.bundle_sandbox, or as __main__ of the checking process.
-for module in (daf.bundle_sandbox, sys.modules["__main__"]):
+# Patch the checker wherever it runs: as daf.packaging.sandbox, or as __main__ of the checking process.
+for module in (daf.packaging.sandbox, sys.modules["__main__"]):
     module._check_reward = lambda *args: ([], "patched: always passes")
 {extra}
 
@@ -459,13 +459,13 @@ def _policy_bundle(tmp_path: Path, extra: str = "") -> Path:
 
 
 def test_bundle_code_runs_outside_the_validator_and_cannot_patch_it(tmp_path: Path) -> None:
-    import daf.bundle_sandbox
+    import daf.packaging.sandbox
 
-    original = daf.bundle_sandbox._check_reward
-    # Inside its own check the patch "works" (code that runs can forge its verdict: daf/bundle_sandbox.py) ...
+    original = daf.packaging.sandbox._check_reward
+    # Inside its own check the patch "works" (code that runs can forge its verdict: daf/packaging/sandbox.py) ...
     assert validate_package(_policy_bundle(tmp_path), reward_threshold=1000.0, eval_episodes=1).ok
     # ... but nothing of it reaches this process or the next validation.
-    assert daf.bundle_sandbox._check_reward is original and "evil" not in sys.modules
+    assert daf.packaging.sandbox._check_reward is original and "evil" not in sys.modules
     honest = build_package(PolicySpec(class_path="random"), tmp_path / "honest")
     assert "below threshold" in _errors(validate_package(honest, reward_threshold=1000.0, eval_episodes=1))
 
@@ -484,7 +484,7 @@ def test_bundle_code_that_exits_is_reported_not_fatal(tmp_path: Path, extra: str
 
 
 def test_bundle_code_that_hangs_is_killed_at_the_time_limit(tmp_path: Path) -> None:
-    from daf.bundle_sandbox import run_code_checks
+    from daf.packaging.sandbox import run_code_checks
 
     root = tmp_path / "root"
     (root / "evil").mkdir(parents=True)

@@ -19,7 +19,7 @@ from daf.orchestrators import (
     daf_run_comparison_pipeline,
     daf_run_training_pipeline,
 )
-from daf.results import PipelineResult
+from daf.results import INVALID_INPUT, STAGE_FAILED, STOPPED, PipelineResult
 
 
 def task_runs(result: PipelineResult) -> list:
@@ -68,6 +68,7 @@ def test_training_pipeline_success_and_saved_result(tmp_path):
         **small_training(tmp_path),
     )
     assert result.status == "success", result.errors
+    assert result.error_kind is None
     assert result.stages_completed == ["environment_validation", "training", "checkpoint_saving", "evaluation"]
     assert Path(result.outputs["final_checkpoint"]).is_file()
     assert result.outputs["training"]["global_step"] >= 3000
@@ -93,7 +94,7 @@ def test_optional_stage_failure_is_partial_and_keeps_outputs(tmp_path, faults):
         eval_episodes=2,
         **small_training(tmp_path),
     )
-    assert result.status == "partial"
+    assert result.status == "partial" and result.error_kind == STAGE_FAILED
     assert result.stages_failed == ["evaluation"]
     assert "PermanentFault" in result.errors[0] and result.errors[0].startswith("evaluation:")
     assert Path(result.outputs["final_checkpoint"]).is_file()
@@ -104,7 +105,7 @@ def test_required_stage_failure_is_failed_and_not_retried(tmp_path, faults):
     result = daf_run_training_pipeline(
         policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=2000, **small_training(tmp_path)
     )
-    assert result.status == "failed"
+    assert result.status == "failed" and result.error_kind == STAGE_FAILED
     assert result.stages_completed == ["environment_validation"]
     assert result.stages_failed == ["training"]
     training = [t for t in task_runs(result) if t.name.startswith("training")]
@@ -113,15 +114,15 @@ def test_required_stage_failure_is_failed_and_not_retried(tmp_path, faults):
 
 def test_invalid_arguments_give_failed_result_naming_the_argument(tmp_path):
     result = daf_run_training_pipeline(policy_class_path="mlp", num_training_steps=-5)
-    assert result.status == "failed"
+    assert result.status == "failed" and result.error_kind == INVALID_INPUT
     assert "num_training_steps" in result.errors[0]
     result = daf_run_comparison_pipeline(policies=["baseline"], missions=[], episodes_per_mission=2)
-    assert result.status == "failed" and "missions" in result.errors[0]
+    assert result.status == "failed" and "missions" in result.errors[0] and result.error_kind == INVALID_INPUT
     result = daf_run_comparison_pipeline(
         policies=["baseline"], missions=["nowhere"], episodes_per_mission=2, output_dir=str(tmp_path)
     )
     assert result.status == "failed" and result.stages_failed == ["environment_validation"]
-    assert "unknown mission 'nowhere'" in result.errors[0]
+    assert "unknown mission 'nowhere'" in result.errors[0] and result.error_kind == STAGE_FAILED
 
 
 def test_transient_evaluation_fault_is_retried_and_pipeline_succeeds(tmp_path, faults):
@@ -383,7 +384,7 @@ def test_sigterm_in_the_python_api_writes_the_result_cancels_the_run_and_raises(
     assert stopped.value.exit_code == 143
     result = stopped.value.result
     assert result.status == "failed" and result.outputs["interrupted_by"] == "SIGTERM"
-    assert result.errors == ["policy_comparison: interrupted by SIGTERM"]
+    assert result.errors == ["policy_comparison: interrupted by SIGTERM"] and result.error_kind == STOPPED
     saved = PipelineResult.from_json(Path(result.outputs["result_path"]).read_text())
     assert saved.errors == result.errors
 

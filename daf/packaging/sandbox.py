@@ -3,7 +3,7 @@
 Loading a policy means importing its modules and calling its class: a bundle can do anything its author wrote.
 `daf.packaging.validate_package` checks everything it can without running bundle code (archive entries,
 checksums, the spec, the manifest, weights with `torch.load(weights_only=True)`), then hands the rest to
-`run_code_checks`, which starts `python -m daf.bundle_sandbox` with a time and memory limit and reads back the
+`run_code_checks`, which starts `python -m daf.packaging.sandbox` with a time and memory limit and reads back the
 checks it recorded. Whatever the bundle's code does (a shell command, `sys.exit`, patching DAF's functions, an
 endless loop, a huge allocation) happens in that child and ends with it: the validator and later validations in
 the same process (a worker) are untouched, and the report says what happened.
@@ -15,6 +15,7 @@ anywhere, and a passing validation says nothing about who wrote a bundle.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
@@ -22,13 +23,19 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mettagrid.config.mettagrid_config import MettaGridConfig
+from mettagrid.policy.loader import initialize_or_load_policy
+from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
+from mettagrid.policy.policy_env_interface import PolicyEnvInterface
+from mettagrid.policy.prepare_policy_spec import load_policy_spec_from_path
 
+from daf.evaluation import ActionTally, evaluate, run_episodes
 from daf.files import atomic_write_text
+from daf.missions import get_mission
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_BYTES = 8 << 30  # address space of the child: torch's CPU import alone reserves ~2 GiB
@@ -57,7 +64,7 @@ def run_code_checks(
         }))  # fmt: skip
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # no __pycache__ written into the bundle
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daf.bundle_sandbox", str(request)],
+            [sys.executable, "-m", "daf.packaging.sandbox", str(request)],
             cwd=work,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -115,8 +122,6 @@ def _describe(exc: BaseException) -> str:
 
 
 def _child(request: dict[str, Any]) -> list[dict[str, Any]]:
-    from mettagrid.policy.prepare_policy_spec import load_policy_spec_from_path
-
     checks = _Checks()
     root = Path(request["root"])
     try:
@@ -144,10 +149,9 @@ def _child(request: dict[str, Any]) -> list[dict[str, Any]]:
 def _check_class(class_path: str) -> tuple[list[str], str]:
     """The class must be a MultiAgentPolicy before anything calls it: mettagrid's loader calls whatever
     class_path names (`pydoc.pipepager` with a `cmd` ran a shell command)."""
-    import importlib
-
-    from mettagrid.policy.policy import MultiAgentPolicy
-
+    # Not daf.policies.registry.load_policy_class: that resolves DAF's short names first (a bundle's "lstm" would be
+    # checked as DAF's LSTMPolicy while mettagrid's loader, which knows nothing of DAF's names, loads its own), and
+    # it lets anything but ImportError through, where a bundle's import may raise SystemExit or KeyboardInterrupt.
     module_name, _, attr = class_path.rpartition(".")
     try:
         target = getattr(importlib.import_module(module_name), attr)
@@ -158,12 +162,7 @@ def _check_class(class_path: str) -> tuple[list[str], str]:
     return [], f"{class_path} is a MultiAgentPolicy"
 
 
-def _check_mission(checks: _Checks, spec: Any, root: Path, mission: str) -> None:
-    from mettagrid.policy.loader import initialize_or_load_policy
-    from mettagrid.policy.policy_env_interface import PolicyEnvInterface
-
-    from daf.missions import get_mission
-
+def _check_mission(checks: _Checks, spec: PolicySpec, root: Path, mission: str) -> None:
     try:
         config = get_mission(mission)
         policy = initialize_or_load_policy(PolicyEnvInterface.from_mg_cfg(config), spec.model_copy(deep=True))
@@ -172,105 +171,38 @@ def _check_mission(checks: _Checks, spec: Any, root: Path, mission: str) -> None
         return
     checks.add(f"load:{mission}", [], f"{type(policy).__qualname__} imported from {_code_origin(policy, root)}")
     try:
-        steps, actions, noops, slowest = smoke_episode(policy, config)
+        steps, tally = _smoke_episode(policy, config)
     except BaseException as exc:  # noqa: BLE001
         checks.add(f"episode:{mission}", [f"episode raised {_describe(exc)}"])
         return
     errors = []
     if steps == 0:
         errors.append("the episode ran 0 steps")
-    elif noops == actions:
-        errors.append(f"all {actions} actions in {steps} steps were noops")
+    elif tally.noops == tally.actions:
+        errors.append(f"all {tally.actions} actions in {steps} steps were noops")
     checks.add(
         f"episode:{mission}",
         errors,
-        f"{steps} steps, {actions - noops}/{actions} non-noop actions, slowest step {slowest * 1000:.1f} ms",
+        f"{steps} steps, {tally.actions - tally.noops}/{tally.actions} non-noop actions, "
+        f"slowest step {tally.slowest_step_s * 1000:.1f} ms",
     )
 
 
-def _code_origin(policy: Any, root: Path) -> str:
+def _code_origin(policy: MultiAgentPolicy, root: Path) -> str:
     module_file = getattr(sys.modules.get(type(policy).__module__), "__file__", None)
     if module_file and Path(module_file).resolve().is_relative_to(root.resolve()):
         return "the bundle"
     return f"installed code ({module_file})"
 
 
-def smoke_episode(
-    policy: Any, config: Any, steps: int = SMOKE_STEPS, seed: int = SMOKE_SEED
-) -> tuple[int, int, int, float]:
-    """One short episode with every agent driven by `policy`: (steps run, actions, noop actions, slowest step s)."""
-    from daf.evaluation import has_batch_path
-
-    config = config.model_copy(deep=True)
-    config.game.max_steps = steps
-    if has_batch_path(policy):
-        return _smoke_batched(policy, config, seed)
-    return _smoke_per_agent(policy, config, seed)
+def _smoke_episode(policy: MultiAgentPolicy, config: MettaGridConfig) -> tuple[int, ActionTally]:
+    """One short episode with every agent driven by `policy`: the steps it ran, and what the policy chose."""
+    tally = ActionTally(PolicyEnvInterface.from_mg_cfg(config).all_action_names)
+    (outcome,) = run_episodes(policy, config, [SMOKE_SEED], max_steps=SMOKE_STEPS, tally=tally)
+    return outcome.steps, tally
 
 
-def _smoke_batched(policy: Any, config: Any, seed: int) -> tuple[int, int, int, float]:
-    from daf.policies.base import DAFPolicy
-    from daf.policies.rng import row_seeds
-    from daf.simulation import SimBatch
-
-    batch = SimBatch([config])
-    noop = _noop_index(config)
-    steps = actions = noops = 0
-    slowest = 0.0
-    try:
-        batch.start(0, seed)
-        if isinstance(policy, DAFPolicy):
-            policy.reset_rows(np.arange(batch.num_rows), row_seeds(seed, batch.num_rows))
-        while not batch.is_done(0):
-            start = time.perf_counter()
-            policy.step_batch(batch.observations, batch.actions)
-            slowest = max(slowest, time.perf_counter() - start)
-            actions += batch.num_rows
-            noops += int(np.sum(batch.actions == noop))
-            batch.step([0])
-            steps += 1
-    finally:
-        batch.close()
-    return steps, actions, noops, slowest
-
-
-def _smoke_per_agent(policy: Any, config: Any, seed: int) -> tuple[int, int, int, float]:
-    from mettagrid.simulator.simulator import Simulation
-
-    from daf.missions import with_map_seed
-
-    agents = [policy.agent_policy(i) for i in range(config.game.num_agents)]
-    for agent in agents:
-        agent.reset()
-    sim = Simulation(with_map_seed(config, seed), seed=seed)
-    steps = actions = noops = 0
-    slowest = 0.0
-    try:
-        while not sim.is_done():
-            for agent_id, obs in enumerate(sim.observations()):
-                start = time.perf_counter()
-                action = agents[agent_id].step(obs)
-                slowest = max(slowest, time.perf_counter() - start)
-                sim.agent(agent_id).set_action(action)
-                actions += 1
-                noops += action.name == "noop"
-            sim.step()
-            steps += 1
-    finally:
-        sim.close()
-    return steps, actions, noops, slowest
-
-
-def _noop_index(config: Any) -> int:
-    from mettagrid.policy.policy_env_interface import PolicyEnvInterface
-
-    names = PolicyEnvInterface.from_mg_cfg(config).all_action_names
-    return names.index("noop") if "noop" in names else -1
-
-
-def _check_reward(spec: Any, mission: str, episodes: int, threshold: float) -> tuple[list[str], str]:
-    from daf.evaluation import evaluate
-
+def _check_reward(spec: PolicySpec, mission: str, episodes: int, threshold: float) -> tuple[list[str], str]:
     try:
         result = evaluate(spec.model_copy(deep=True), mission, episodes, seed=EVAL_SEED)
     except BaseException as exc:  # noqa: BLE001
