@@ -56,15 +56,12 @@ def benchmark_flow(config: DAFBenchmarkConfig) -> State:
                 evaluations,
                 all_entries,
                 names,
-                config.missions,
-                config.episodes_per_mission,
                 config,
-                alpha=config.alpha,
-                correction=config.correction,
                 title="DAF benchmark report",
                 stats_stage="comparison",
-                report_stage="report_generation",
                 stats_required=False,
+                alpha=config.alpha,
+                correction=config.correction,
             )
         if config.create_deployment_package:
             best = best_policy(evaluations, names[: len(entries)], outputs.get("statistics"))

@@ -33,15 +33,12 @@ def comparison_flow(config: DAFComparisonConfig) -> State:
             evaluations,
             config.policies,
             names,
-            config.missions,
-            config.episodes_per_mission,
             config,
-            alpha=config.alpha,
-            correction=config.correction,
             title=config.report_title,
             stats_stage="statistical_testing",
-            report_stage="report_generation",
             stats_required=True,
+            alpha=config.alpha,
+            correction=config.correction,
         )
 
     return run_pipeline("comparison", config, body)

@@ -60,23 +60,26 @@ def evaluate_all(
     return run_on_configured_runner(configured(evaluate_task, config), calls, config, parallel, on_done=report)
 
 
+REPORT_STAGE = "report_generation"
+
+
 def compare_and_report(
     pipeline: Pipeline,
     evaluations: list[dict],
     entries: list[PolicyEntry],
     names: list[str],
-    missions: list[str],
-    episodes: int,
     config: DAFConfig,
     *,
-    alpha: float,
-    correction: str,
     title: str,
     stats_stage: str,
-    report_stage: str,
     stats_required: bool,
+    alpha: float = 0.05,
+    correction: str = "holm",
 ) -> None:
-    """Statistics, then the report and UI artifacts; outputs go into the pipeline result."""
+    """Statistics (stage `stats_stage`), then the report and UI artifacts (stage REPORT_STAGE, optional); outputs
+    go into the pipeline result. The missions and episodes are the evaluations' own."""
+    missions = list(dict.fromkeys(ev["mission"] for ev in evaluations))
+    episodes = len(evaluations[0]["rewards"])
     statistics = pipeline.stage(
         stats_stage,
         configured(statistics_task, config),
@@ -93,7 +96,7 @@ def compare_and_report(
     outputs["summary_statistics"] = summary_statistics(statistics)
     metadata: dict[str, Any] = report_metadata(entries, names, missions, episodes, config.seed)
     report = pipeline.stage(
-        report_stage, report_task, statistics, metadata, str(pipeline.run_dir / "report"), title, required=False
+        REPORT_STAGE, report_task, statistics, metadata, str(pipeline.run_dir / "report"), title, required=False
     )
     if report is None:
         return
@@ -102,4 +105,4 @@ def compare_and_report(
         name = pipeline.result.pipeline_name
         publish_leaderboard(statistics["leaderboard"], report["markdown_text"], report["html"], name)
     except Exception as exc:  # the UI being unreachable does not invalidate the report on disk
-        logging.getLogger(__name__).warning("%s: artifacts not published: %s", report_stage, exc)
+        logging.getLogger(__name__).warning("%s: artifacts not published: %s", REPORT_STAGE, exc)

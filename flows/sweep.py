@@ -62,14 +62,9 @@ def sweep_flow(
                     evaluations,
                     entries,
                     names,
-                    config.missions,
-                    comparison_episodes,
                     config,
-                    alpha=0.05,
-                    correction="holm",
                     title=f"Sweep {config.name}: best trials",
                     stats_stage="statistical_testing",
-                    report_stage="report_generation",
                     stats_required=False,
                 )
 

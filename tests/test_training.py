@@ -6,6 +6,7 @@ import json
 import math
 import os
 import pickle
+import random
 import signal
 import subprocess
 import sys
@@ -274,6 +275,30 @@ def test_default_threads_are_reproducible_and_restored(tmp_path, monkeypatch):
         assert torch.get_num_threads() == 1  # as the autouse fixture left it
     assert set(seen) == {2}  # the update's thread count was in force when it finished
     assert state_dicts_equal(*weights)
+
+
+def global_rng_states() -> tuple:
+    """torch's, numpy's and Python's global random states, comparable with ==."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    return torch.get_rng_state().tolist(), (name, key.tolist(), pos, has_gauss, gauss), random.getstate()
+
+
+def test_train_leaves_process_state_as_found_and_ignores_global_rngs(tmp_path, monkeypatch):
+    # Prefect runs tasks in threads of one process: a run must neither move the process's thread count or global
+    # random streams, nor depend on them. The run uses 1 thread (rollout) and 3 (update); the process has 2.
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
+    torch.set_num_threads(2)
+    weights = []
+    for global_seed in (123, 456):
+        torch.manual_seed(global_seed)
+        np.random.seed(global_seed)
+        random.seed(global_seed)
+        before = global_rng_states()
+        cfg = small_config(tmp_path, f"scoped-{global_seed}", torch_threads=None, num_training_steps=256)
+        weights.append(load_weights(train(cfg).final_checkpoint)["state_dict"])
+        assert torch.get_num_threads() == 2
+        assert global_rng_states() == before
+    assert state_dicts_equal(*weights)  # the same run under other global seeds: the same weights
 
 
 def test_constant_learning_rate_is_saved_in_the_optimizer_state(tmp_path):

@@ -252,9 +252,11 @@ class NeuralPolicy(DAFPolicy):
         self._state: Any = None
 
     def _build_network(self, hidden_size: int) -> nn.Module:
-        # Initial weights come from the policy's seed, so an untrained policy is reproducible too.
+        # Initial weights come from the policy's seed, so an untrained policy is reproducible too. Only the CPU
+        # generator is seeded (torch.manual_seed would also reseed CUDA's, which fork_rng(devices=[]) does not restore),
+        # and fork_rng puts it back: building a policy leaves the process's random state as it was.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+            torch.default_generator.manual_seed(self.seed)
             return self.network_class(self.layout, hidden_size).to(self.torch_device)
 
     def network(self) -> nn.Module:

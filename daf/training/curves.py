@@ -1,27 +1,13 @@
-"""Learning curves from a run's metrics.jsonl."""
+"""Learning curves: a run's per-update metrics (daf.training.metrics) drawn as a PNG."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from daf.files import atomic_path
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The run's per-update records; a line torn by a crash mid-append is skipped, not fatal."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def plot_learning_curve(metrics: list[dict], out: Path, title: str) -> Path:

@@ -1,0 +1,126 @@
+"""Collecting experience: a rollout of `num_steps` steps over every environment row, then its advantages (GAE).
+
+Rollouts are cut into chunks of `bptt_horizon` steps; the recurrent state at the start of each chunk is recorded
+so that the update can replay each chunk as a sequence from it (truncated BPTT). Feed-forward networks take the
+same path and ignore the state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from daf.policies.tokens import trim_padding
+from daf.training.vecenv import VecEnv
+
+
+@dataclass
+class Rollout:
+    """What one rollout leaves for the update: (steps, rows, ...) tensors on the training device."""
+
+    obs: torch.Tensor  # uint8 tokens
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    resets: torch.Tensor  # 1 where the row's episode starts at that step
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    chunk_states: list[torch.Tensor]  # recurrent state at the start of each `horizon` chunk: (chunks, rows, H)
+    horizon: int  # steps per sequence the update replays
+
+
+class RolloutBuffer:
+    """Storage every rollout of a run reuses, and what carries over from one rollout to the next: whether each
+    row's episode just ended, and the network's recurrent state."""
+
+    def __init__(self, envs: VecEnv, net: nn.Module, num_steps: int, bptt_horizon: int, device: torch.device):
+        n = envs.num_rows
+        self.steps, self.horizon, self.device = num_steps, min(bptt_horizon, num_steps), device
+        self.batch_size = num_steps * n  # agent-steps per rollout
+        self.obs = torch.zeros((num_steps, n, *envs.observations.shape[1:]), dtype=torch.uint8, device=device)
+        self.actions = torch.zeros((num_steps, n), dtype=torch.long, device=device)
+        self.logprobs = torch.zeros((num_steps, n), device=device)
+        self.rewards = torch.zeros((num_steps, n), device=device)
+        self.resets = torch.zeros((num_steps, n), device=device)
+        self.values = torch.zeros((num_steps, n), device=device)
+        self.recurrent = getattr(net, "recurrent", False)
+        chunks = num_steps // self.horizon
+        self.chunk_states = (
+            [torch.zeros((chunks, n, s.shape[-1]), device=device) for s in net.initial_state(1, device)]
+            if self.recurrent
+            else []
+        )
+        # Once per rollout, for networks that take a variable token count (DAF's own): every minibatch then
+        # gathers ~10x fewer bytes. Other networks get the full count, as when acting (contract.py).
+        self.trim_tokens = getattr(net, "variable_tokens", False)
+        # Environment buffers seen as tensors without copies (CPU); each step moves the observations to the device
+        # once (into self.obs), rewards stay on the host until the rollout ends, and the only device->host transfer
+        # per step is the sampled actions.
+        self.host_obs = torch.from_numpy(envs.observations)
+        self.host_dones = torch.from_numpy(envs.dones)
+        self.host_rewards = torch.zeros((num_steps, n), dtype=torch.float32)
+        if device.type == "cuda":
+            self.host_rewards = self.host_rewards.pin_memory()
+        self.next_done = torch.ones(n, device=device)
+        self.state = net.initial_state(n, device)
+
+    @torch.no_grad()
+    def collect(self, envs: VecEnv, net: nn.Module, generator: torch.Generator) -> torch.Tensor:
+        """Act `num_steps` steps in every row, sampling actions from `generator`; returns the value of the
+        observation after the last step, which the advantages bootstrap from."""
+        net.eval()
+        horizon = self.horizon
+        for t in range(self.steps):
+            self.obs[t].copy_(self.host_obs, non_blocking=True)
+            self.resets[t] = self.next_done
+            if self.recurrent and t % horizon == 0:
+                for store, s in zip(self.chunk_states, self.state):
+                    store[t // horizon] = s * (1.0 - self.next_done).unsqueeze(-1)
+            logits, value, self.state = net(self.obs[t : t + 1], self.state, self.resets[t : t + 1])
+            # Same sampling as Categorical(logits=...).sample(), without building the distribution.
+            log_probs = torch.log_softmax(logits[0], -1)
+            action = torch.multinomial(log_probs.exp(), 1, True, generator=generator)
+            self.logprobs[t] = log_probs.gather(-1, action).squeeze(-1)
+            action = action.squeeze(-1)
+            self.actions[t], self.values[t] = action, value[0]
+            self.host_rewards[t] = torch.from_numpy(envs.step(action.cpu().numpy()))
+            self.next_done = self.host_dones.to(self.device, copy=True, non_blocking=True)
+        next_obs = self.host_obs.to(self.device)
+        self.rewards.copy_(self.host_rewards, non_blocking=True)
+        _, next_value, _ = net(next_obs[None], self.state, self.next_done[None])
+        return next_value[0]
+
+    def for_update(self, advantages: torch.Tensor, returns: torch.Tensor) -> Rollout:
+        return Rollout(
+            obs=trim_padding(self.obs) if self.trim_tokens else self.obs,
+            actions=self.actions,
+            logprobs=self.logprobs,
+            resets=self.resets,
+            values=self.values,
+            advantages=advantages,
+            returns=returns,
+            chunk_states=self.chunk_states,
+            horizon=self.horizon,
+        )
+
+
+@torch.no_grad()
+def compute_gae(
+    buffer: RolloutBuffer, next_value: torch.Tensor, gamma: float, gae_lambda: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimates and returns (advantages + values) of the rollout in `buffer`. A row's
+    value is not bootstrapped across a reset: the next step then belongs to a new episode."""
+    rewards, values, resets = buffer.rewards, buffer.values, buffer.resets
+    advantages = torch.zeros_like(rewards)
+    last_gae = torch.zeros(rewards.shape[1], device=rewards.device)
+    for t in reversed(range(buffer.steps)):
+        if t == buffer.steps - 1:
+            non_terminal, next_values = 1.0 - buffer.next_done, next_value
+        else:
+            non_terminal, next_values = 1.0 - resets[t + 1], values[t + 1]
+        delta = rewards[t] + gamma * next_values * non_terminal - values[t]
+        last_gae = delta + gamma * gae_lambda * non_terminal * last_gae
+        advantages[t] = last_gae
+    return advantages, advantages + values
