@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +30,24 @@ def _directory_name(value: str) -> str:
 
 # A run's or sweep's name: one path component of letters, digits, '_', '.', '-', not only dots.
 DirectoryName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=128), AfterValidator(_directory_name)]
+
+
+class Role(enum.Enum):
+    """What a config field is for, tagged once where the field is defined (`Annotated[type, Role.X]`): the field
+    lists (HYPERPARAMETERS, EXECUTION_FIELDS, RESUMABLE_CHANGES, and in daf.sweeps the fields a trial sets and a
+    study's fingerprint) are derived from the tags, and tests/test_config.py fails on a field without one."""
+
+    HYPERPARAMETER = "hyperparameter"  # a trainer hyperparameter: a sweep may search it
+    SWEEP_OWNED = "sweep_owned"  # set by every sweep trial itself: a sweep's `training` override of it would be lost
+    EXECUTION = "execution"  # how a run is executed or shown, not what it learns: outside training's cache key
+    RESUMABLE = "resumable"  # besides the EXECUTION fields, what a resumed training run may change
+    FINGERPRINT = "fingerprint"  # a sweep setting that defines what a trial's value means: a continued study keeps it
+    SWEEP_CONTROL = "sweep_control"  # which study a sweep is, how far it runs, how it prunes: may change on continuing
+
+
+def fields_with(model: type[BaseModel], role: Role) -> frozenset[str]:
+    """The names of `model`'s fields tagged with `role`."""
+    return frozenset(name for name, info in model.model_fields.items() if role in info.metadata)
 
 
 class ConfigError(ValueError):
@@ -101,19 +120,22 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
 class DAFConfig(_StrictModel):
     """Resources and locations shared by every pipeline."""
 
-    output_dir: str = "daf_output"
-    checkpoint_dir: str | None = Field(default=None, description="default (null): <output_dir>/checkpoints")
-    max_checkpoints_to_keep: int = Field(default=3, ge=1, le=1000)
-    max_parallel_jobs: int = Field(default=1, ge=1, le=256)
-    gpu_memory_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = Field(default=42, ge=0, le=MAX_SEED)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    task_runner: Literal["thread", "process", "dask"] = "thread"
-    dask_address: str | None = None
-    use_cache: bool = True
-    refresh_cache: bool = False
-    cache_expiration_hours: float | None = Field(default=None, gt=0, le=24 * 365 * 100)
+    output_dir: Annotated[str, Role.RESUMABLE] = "daf_output"
+    checkpoint_dir: Annotated[str | None, Role.SWEEP_OWNED, Role.RESUMABLE] = Field(
+        default=None, description="default (null): <output_dir>/checkpoints"
+    )
+    max_checkpoints_to_keep: Annotated[int, Role.RESUMABLE] = Field(default=3, ge=1, le=1000)
+    max_parallel_jobs: Annotated[int, Role.EXECUTION] = Field(default=1, ge=1, le=256)
+    # SWEEP_OWNED: each trial gets the sweep's fraction divided among its parallel trial workers.
+    gpu_memory_fraction: Annotated[float, Role.SWEEP_OWNED, Role.RESUMABLE] = Field(default=1.0, gt=0.0, le=1.0)
+    device: Annotated[Literal["auto", "cpu", "cuda"], Role.RESUMABLE] = "auto"
+    seed: Annotated[int, Role.SWEEP_OWNED, Role.FINGERPRINT] = Field(default=42, ge=0, le=MAX_SEED)
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Role.EXECUTION] = "INFO"
+    task_runner: Annotated[Literal["thread", "process", "dask"], Role.EXECUTION] = "thread"
+    dask_address: Annotated[str | None, Role.EXECUTION] = None
+    use_cache: Annotated[bool, Role.EXECUTION] = True
+    refresh_cache: Annotated[bool, Role.EXECUTION] = False
+    cache_expiration_hours: Annotated[float | None, Role.EXECUTION] = Field(default=None, gt=0, le=24 * 365 * 100)
 
     def checkpoint_root(self) -> Path:
         """Where training runs keep checkpoints: checkpoint_dir when set, else <output_dir>/checkpoints.
@@ -132,43 +154,52 @@ class DAFConfig(_StrictModel):
 class DAFTrainingConfig(DAFConfig):
     """One PPO training run. Every trainer hyperparameter lives here (CleanRL style)."""
 
-    policy_class_path: str = "lstm"
-    policy_data_path: str | None = None
-    missions: list[str] = Field(default_factory=lambda: ["training_facility_1"], min_length=1, max_length=MAX_LIST)
-    num_training_steps: int = Field(default=200_000, gt=0, le=MAX_AGENT_STEPS, description="agent-steps to train for")
-    eval_missions: list[str] = Field(default_factory=list, max_length=MAX_LIST)
-    eval_episodes: int = Field(default=10, gt=0, le=MAX_EPISODES)
-    run_id: DirectoryName | None = None
-    checkpoint_interval: int = Field(
+    policy_class_path: Annotated[str, Role.SWEEP_OWNED] = "lstm"
+    policy_data_path: Annotated[str | None, Role.SWEEP_OWNED] = None
+    missions: Annotated[list[str], Role.SWEEP_OWNED] = Field(
+        default_factory=lambda: ["training_facility_1"], min_length=1, max_length=MAX_LIST
+    )
+    # Not a searchable hyperparameter: each sweep trial trains for the sweep's training_steps_per_trial.
+    num_training_steps: Annotated[int, Role.SWEEP_OWNED, Role.RESUMABLE] = Field(
+        default=200_000, gt=0, le=MAX_AGENT_STEPS, description="agent-steps to train for"
+    )
+    eval_missions: Annotated[list[str], Role.RESUMABLE] = Field(default_factory=list, max_length=MAX_LIST)
+    eval_episodes: Annotated[int, Role.RESUMABLE] = Field(default=10, gt=0, le=MAX_EPISODES)
+    run_id: Annotated[DirectoryName | None, Role.SWEEP_OWNED, Role.RESUMABLE] = None
+    checkpoint_interval: Annotated[int, Role.RESUMABLE] = Field(
         default=50_000, gt=0, le=MAX_AGENT_STEPS, description="agent-steps between checkpoints"
     )
-    torch_threads: int | None = Field(
+    torch_threads: Annotated[int | None, Role.RESUMABLE] = Field(
         default=None,
         ge=1,
         le=1024,
         description="torch threads for the PPO update (default: the cores this process may use); acting in the "
         "rollout always uses 1 thread on CPU",
     )
-    progress: bool = True
+    progress: Annotated[bool, Role.EXECUTION, Role.SWEEP_OWNED] = True
 
     # PPO hyperparameters
-    learning_rate: float = Field(default=1e-3, ge=0.0, le=1.0)
-    anneal_lr: bool = True
-    num_envs: int = Field(default=16, ge=1, le=4096)
-    num_steps: int = Field(default=64, ge=1, le=4096, description="rollout length per environment")
-    gamma: float = Field(default=0.99, gt=0.0, le=1.0)
-    gae_lambda: float = Field(default=0.95, ge=0.0, le=1.0)
-    num_minibatches: int = Field(default=4, ge=1, le=4096)
-    update_epochs: int = Field(default=4, ge=1, le=100)
-    norm_adv: bool = True
-    clip_coef: float = Field(default=0.2, gt=0.0, le=10.0)
-    clip_vloss: bool = True
-    ent_coef: float = Field(default=0.01, ge=0.0, le=10.0)
-    vf_coef: float = Field(default=0.5, ge=0.0, le=100.0)
-    max_grad_norm: float = Field(default=0.5, gt=0.0, le=1e6)
-    target_kl: float | None = Field(default=None, gt=0.0, le=100.0)
-    bptt_horizon: int = Field(default=16, ge=1, le=4096, description="truncated BPTT length for recurrent policies")
-    hidden_size: int = Field(default=128, ge=8, le=4096)
+    learning_rate: Annotated[float, Role.HYPERPARAMETER] = Field(default=1e-3, ge=0.0, le=1.0)
+    anneal_lr: Annotated[bool, Role.HYPERPARAMETER] = True
+    num_envs: Annotated[int, Role.HYPERPARAMETER] = Field(default=16, ge=1, le=4096)
+    num_steps: Annotated[int, Role.HYPERPARAMETER] = Field(
+        default=64, ge=1, le=4096, description="rollout length per environment"
+    )
+    gamma: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.99, gt=0.0, le=1.0)
+    gae_lambda: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.95, ge=0.0, le=1.0)
+    num_minibatches: Annotated[int, Role.HYPERPARAMETER] = Field(default=4, ge=1, le=4096)
+    update_epochs: Annotated[int, Role.HYPERPARAMETER] = Field(default=4, ge=1, le=100)
+    norm_adv: Annotated[bool, Role.HYPERPARAMETER] = True
+    clip_coef: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.2, gt=0.0, le=10.0)
+    clip_vloss: Annotated[bool, Role.HYPERPARAMETER] = True
+    ent_coef: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.01, ge=0.0, le=10.0)
+    vf_coef: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.5, ge=0.0, le=100.0)
+    max_grad_norm: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.5, gt=0.0, le=1e6)
+    target_kl: Annotated[float | None, Role.HYPERPARAMETER] = Field(default=None, gt=0.0, le=100.0)
+    bptt_horizon: Annotated[int, Role.HYPERPARAMETER] = Field(
+        default=16, ge=1, le=4096, description="truncated BPTT length for recurrent policies"
+    )
+    hidden_size: Annotated[int, Role.HYPERPARAMETER] = Field(default=128, ge=8, le=4096)
 
     @model_validator(mode="after")
     def _rollout_divides(self) -> DAFTrainingConfig:
@@ -178,35 +209,13 @@ class DAFTrainingConfig(DAFConfig):
 
 
 # Fields that change how a run is executed or shown, not what it learns: training's cache key leaves them out.
-EXECUTION_FIELDS: frozenset[str] = frozenset(
-    {"progress", "use_cache", "refresh_cache", "cache_expiration_hours", "task_runner", "dask_address", "log_level",
-     "max_parallel_jobs"}
-)  # fmt: skip
-# What a resumed training run may change besides: how long and where it trains, how often it keeps checkpoints,
-# its evaluation, its device. Anything else would continue the run as another training (daf.training.ppo).
-RESUMABLE_CHANGES: frozenset[str] = EXECUTION_FIELDS | {
-    "num_training_steps", "checkpoint_interval", "max_checkpoints_to_keep", "eval_missions", "eval_episodes",
-    "output_dir", "checkpoint_dir", "run_id", "device", "gpu_memory_fraction", "torch_threads",
-}  # fmt: skip
-
+EXECUTION_FIELDS: frozenset[str] = fields_with(DAFTrainingConfig, Role.EXECUTION)
+# What a resumed training run may change: those, how long and where it trains, how often it keeps checkpoints, its
+# evaluation, its device. Anything else would continue the run as another training (see
+# daf.training.validation.check_resumable).
+RESUMABLE_CHANGES: frozenset[str] = EXECUTION_FIELDS | fields_with(DAFTrainingConfig, Role.RESUMABLE)
 # Fields of DAFTrainingConfig that a sweep may search: the trainer's hyperparameters, not paths or bookkeeping.
-HYPERPARAMETERS: frozenset[str] = frozenset(
-    name
-    for name in DAFTrainingConfig.model_fields
-    if name not in DAFConfig.model_fields
-    and name
-    not in {
-        "policy_class_path",
-        "policy_data_path",
-        "missions",
-        "eval_missions",
-        "eval_episodes",
-        "run_id",
-        "checkpoint_interval",
-        "torch_threads",
-        "progress",
-    }
-)
+HYPERPARAMETERS: frozenset[str] = fields_with(DAFTrainingConfig, Role.HYPERPARAMETER)
 
 
 class RangeSpec(_StrictModel):
@@ -269,34 +278,40 @@ def validate_search_space(space: dict[str, Any]) -> dict[str, SearchDimension]:
 class DAFSweepConfig(DAFConfig):
     """A hyperparameter search where every trial trains and is evaluated."""
 
-    name: DirectoryName = "sweep"
-    policy_class_path: str = "lstm"
-    policy_data_path: str | None = None
-    missions: list[str] = Field(default_factory=lambda: ["training_facility_1"], min_length=1, max_length=MAX_LIST)
-    search_space: dict[str, Any]
-    strategy: Literal["grid", "random", "bayesian"] = "grid"
-    num_trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS, description="default: grid size, or 10")
-    episodes_per_trial: int = Field(default=5, ge=1, le=MAX_EPISODES)
-    training_steps_per_trial: int = Field(default=50_000, gt=0, le=MAX_AGENT_STEPS)
-    max_agent_steps: int | None = Field(
+    name: Annotated[DirectoryName, Role.SWEEP_CONTROL] = "sweep"
+    policy_class_path: Annotated[str, Role.FINGERPRINT] = "lstm"
+    policy_data_path: Annotated[str | None, Role.FINGERPRINT] = None
+    missions: Annotated[list[str], Role.FINGERPRINT] = Field(
+        default_factory=lambda: ["training_facility_1"], min_length=1, max_length=MAX_LIST
+    )
+    search_space: Annotated[dict[str, Any], Role.FINGERPRINT]
+    strategy: Annotated[Literal["grid", "random", "bayesian"], Role.FINGERPRINT] = "grid"
+    num_trials: Annotated[int | None, Role.SWEEP_CONTROL] = Field(
+        default=None, ge=1, le=MAX_TRIALS, description="default: grid size, or 10"
+    )
+    episodes_per_trial: Annotated[int, Role.FINGERPRINT] = Field(default=5, ge=1, le=MAX_EPISODES)
+    training_steps_per_trial: Annotated[int, Role.FINGERPRINT] = Field(default=50_000, gt=0, le=MAX_AGENT_STEPS)
+    max_agent_steps: Annotated[int | None, Role.SWEEP_CONTROL] = Field(
         default=None, gt=0, le=MAX_AGENT_STEPS, description="compute budget: agent-steps all trials together may train"
     )
-    eval_interval_steps: int | None = Field(
+    eval_interval_steps: Annotated[int | None, Role.SWEEP_CONTROL] = Field(
         default=None, gt=0, le=MAX_AGENT_STEPS, description="intermediate evaluations for pruning"
     )
-    pruner_warmup_steps: int | None = Field(
+    pruner_warmup_steps: Annotated[int | None, Role.SWEEP_CONTROL] = Field(
         default=None,
         gt=0,
         le=MAX_AGENT_STEPS,
         description="no pruning verdict before these agent-steps; default: a quarter of the budget",
     )
-    objective: Literal["mean", "iqm"] = "mean"
-    optimize_direction: Literal["maximize", "minimize"] = "maximize"
-    pruner: Literal["median", "hyperband", "none"] = "median"
-    storage: str | None = Field(
+    objective: Annotated[Literal["mean", "iqm"], Role.FINGERPRINT] = "mean"
+    optimize_direction: Annotated[Literal["maximize", "minimize"], Role.FINGERPRINT] = "maximize"
+    pruner: Annotated[Literal["median", "hyperband", "none"], Role.SWEEP_CONTROL] = "median"
+    storage: Annotated[str | None, Role.SWEEP_CONTROL] = Field(
         default=None, description="SQLAlchemy URL; default: SQLite under the sweep's output dir"
     )
-    training: dict[str, Any] = Field(default_factory=dict, description="fixed DAFTrainingConfig overrides")
+    training: Annotated[dict[str, Any], Role.FINGERPRINT] = Field(
+        default_factory=dict, description="fixed DAFTrainingConfig overrides"
+    )
 
     @field_validator("search_space")
     @classmethod

@@ -8,7 +8,9 @@ import pydantic
 import pytest
 
 from daf.config import (
+    EXECUTION_FIELDS,
     HYPERPARAMETERS,
+    RESUMABLE_CHANGES,
     ConfigError,
     DAFBenchmarkConfig,
     DAFComparisonConfig,
@@ -17,6 +19,8 @@ from daf.config import (
     DAFTrainingConfig,
     PolicyEntry,
     RangeSpec,
+    Role,
+    fields_with,
     read_yaml_mapping,
 )
 
@@ -200,6 +204,43 @@ def test_search_space_cannot_name_bookkeeping_fields():
     assert "learning_rate" in HYPERPARAMETERS and "run_id" not in HYPERPARAMETERS and "seed" not in HYPERPARAMETERS
     with pytest.raises(ConfigError, match="search_space.run_id: not a DAFTrainingConfig hyperparameter"):
         DAFSweepConfig.from_dict({"search_space": {"run_id": ["a", "b"]}})
+
+
+# ---------------------------------------------------------------- field roles
+
+
+def test_every_field_is_tagged_with_its_role():
+    for model in (DAFConfig, DAFTrainingConfig, DAFSweepConfig):
+        untagged = [
+            name for name, info in model.model_fields.items() if not any(isinstance(m, Role) for m in info.metadata)
+        ]
+        assert untagged == [], f"{model.__name__}: tag {untagged} with their daf.config.Role (Annotated[type, Role.X])"
+
+
+def test_the_field_lists_derived_from_the_roles():
+    # A change here changes what sweeps search, what a trial sets, what a continued study must keep, what training's
+    # cache key holds or what a resumed run may change: make it on purpose, in the Role tags and here.
+    assert HYPERPARAMETERS == {
+        "learning_rate", "anneal_lr", "num_envs", "num_steps", "gamma", "gae_lambda",
+        "num_minibatches", "update_epochs", "norm_adv", "clip_coef", "clip_vloss", "ent_coef", "vf_coef",
+        "max_grad_norm", "target_kl", "bptt_horizon", "hidden_size",
+    }  # fmt: skip
+    assert fields_with(DAFTrainingConfig, Role.SWEEP_OWNED) == {
+        "policy_class_path", "policy_data_path", "missions", "num_training_steps", "run_id", "checkpoint_dir", "seed",
+        "gpu_memory_fraction", "progress",
+    }  # fmt: skip
+    assert fields_with(DAFSweepConfig, Role.FINGERPRINT) == {
+        "policy_class_path", "policy_data_path", "missions", "search_space", "strategy", "training_steps_per_trial",
+        "episodes_per_trial", "objective", "optimize_direction", "training", "seed",
+    }  # fmt: skip
+    assert EXECUTION_FIELDS == {
+        "progress", "use_cache", "refresh_cache", "cache_expiration_hours", "task_runner", "dask_address", "log_level",
+        "max_parallel_jobs",
+    }  # fmt: skip
+    assert RESUMABLE_CHANGES == EXECUTION_FIELDS | {
+        "num_training_steps", "checkpoint_interval", "max_checkpoints_to_keep", "eval_missions", "eval_episodes",
+        "output_dir", "checkpoint_dir", "run_id", "device", "gpu_memory_fraction", "torch_threads",
+    }  # fmt: skip
 
 
 def test_empty_search_space(tmp_path):

@@ -22,7 +22,8 @@ from optuna.trial import TrialState
 from daf.config import ConfigError, DAFSweepConfig, validate_search_space
 from daf.events import TrialFinished
 from daf.policies.neural import load_weights
-from daf.sweeps import SweepError, _pruner, _sampler, run_sweep, startup_trials, storage_url, validate_sweep
+from daf.sweeps import SweepError, run_sweep, startup_trials, storage_url, validate_sweep
+from daf.sweeps._search import pruner, sampler
 
 REPO = Path(__file__).resolve().parents[1]
 LEARNS = 131_072  # agent-steps: enough for lr 0.001 to clearly beat an untrained policy
@@ -241,6 +242,8 @@ def test_shipped_example_config_is_valid(tmp_path):
         ({"learning_rate": {"low": 0.1, "high": 0.01}}, r"search_space\.learning_rate: .*low \(0\.1\) must be < high"),
         ({"learning_rate": ["fast"]}, r"search_space\.learning_rate: value 'fast' is invalid"),
         ({"num_envs": [0]}, r"search_space\.num_envs: value 0 is invalid"),
+        # Every trial trains for training_steps_per_trial: searching the steps would be silently overwritten.
+        ({"num_training_steps": [1000, 2000]}, r"search_space\.num_training_steps: not a DAFTrainingConfig hyper"),
     ],
 )
 def test_invalid_search_space_names_the_parameter(tmp_path, space, pattern):
@@ -252,6 +255,8 @@ def test_invalid_search_space_names_the_parameter(tmp_path, space, pattern):
     ("overrides", "pattern"),
     [
         ({"training": {"learning_rate": 0.01}}, r"training overrides \['learning_rate'\] are set by the sweep"),
+        # Each trial divides the sweep's own fraction among its workers: an override of it would be lost.
+        ({"training": {"gpu_memory_fraction": 0.5}}, r"training overrides \['gpu_memory_fraction'\] are set by"),
         ({"missions": ["no_such_mission"]}, "no_such_mission"),
         ({"policy_data_path": "missing/policy.pt"}, "missing/policy.pt does not exist"),
         ({"policy_class_path": "baseline"}, "not trainable"),
@@ -296,8 +301,8 @@ def test_random_start_and_median_reference_scale_with_the_trials_a_sweep_surely_
     )
     assert startup_trials(cfg, cap=10) == tpe
     assert startup_trials(cfg, cap=5) == median
-    assert _pruner(cfg)._n_startup_trials == median
-    assert _sampler(cfg, validate_search_space(cfg.search_space), 0, 0)._n_startup_trials == tpe
+    assert pruner(cfg)._n_startup_trials == median
+    assert sampler(cfg, validate_search_space(cfg.search_space), 0, 0)._n_startup_trials == tpe
 
 
 def test_compute_budget_stops_starting_trials_and_can_be_raised_to_continue(tmp_path):

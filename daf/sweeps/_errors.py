@@ -1,0 +1,5 @@
+"""The one exception a sweep raises for its own reasons (as optuna.exceptions holds Optuna's)."""
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot run (invalid setup) or produced no completed trial; the message says why."""
