@@ -6,19 +6,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from prefect import Task
-from prefect.cache_policies import NO_CACHE
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.tasks import exponential_backoff
 
 from daf.config import DAFConfig
-from daf.content import DAF_PACKAGE, daf_source_digest
+from daf.content import DAF_PACKAGE, daf_source_digest, mission_digest, path_digest, policy_source_digest
 from daf.events import LOG_RECORD_FIELD, ProgressEvent
 from daf.faults import TransientFault
 
 # Data and configuration errors are final; these are the failures a retry may cure.
+T = TypeVar("T")
+
 _PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
 
 RETRY_OPTIONS: dict[str, Any] = {
@@ -87,6 +90,38 @@ def retry_transient(task: Task, task_run: Any, state: Any) -> bool:
     except BaseException as exc:  # the task's own exception, re-raised by result()
         return is_transient(exc)
     return False
+
+
+def content_digests(class_path: str, data_path: str | None, missions: list[str]) -> dict[str, Any]:
+    """What running a policy reads, by content: its weights (or other data file), the missions' resolved configs
+    and the policy's code."""
+    return {
+        "data_sha256": path_digest(data_path),
+        "missions_sha256": [mission_digest(m) for m in missions],
+        "policy_source": policy_source_digest(class_path),
+    }
+
+
+def content_cached_task(
+    name: str, task_run_name: str | Callable[[], str], payload: Callable[[dict[str, Any]], dict[str, Any]]
+) -> Callable[[Callable[..., T]], Task[..., T]]:
+    """A task retried on transient faults whose result persists under a key made from `payload(parameters)`
+    (validated inputs and content_digests), so a run over the same content reuses it."""
+
+    def decorate(fn: Callable[..., T]) -> Task[..., T]:
+        def cache_key(context: Any, parameters: dict[str, Any]) -> str:
+            return make_cache_key(fn, payload(parameters))
+
+        return task(
+            name=name,
+            task_run_name=task_run_name,
+            cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key),
+            retry_condition_fn=retry_transient,
+            persist_result=True,
+            **RETRY_OPTIONS,
+        )(fn)
+
+    return decorate
 
 
 def make_cache_key(fn: Any, payload: dict[str, Any]) -> str:

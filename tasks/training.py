@@ -4,27 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import CacheKeyFnPolicy
+from prefect import get_run_logger
 from prefect.runtime import flow_run, task_run
 
 from daf.config import EXECUTION_FIELDS, DAFConfig, DAFTrainingConfig
-from daf.content import mission_digest, path_digest, policy_source_digest
 from daf.events import StageNote, TrainingProgress
 from daf.faults import maybe_fail
 from daf.tasks.artifacts import ProgressArtifact
-from daf.tasks.common import RETRY_OPTIONS, configured, log_event, make_cache_key, retry_transient, uses_gpu
+from daf.tasks.common import configured, content_cached_task, content_digests, log_event, uses_gpu
 from daf.training import train
 
 
-def _cache_key(context, parameters) -> str:
+def _cache_payload(parameters: dict) -> dict:
     config: DAFTrainingConfig = parameters["config"]
     payload = config.model_dump(mode="json", exclude=EXECUTION_FIELDS)
-    # What training reads, by content: the warm-start weights, the missions' resolved configs, the policy's code.
-    payload["warm_start_sha256"] = path_digest(config.policy_data_path)
-    payload["missions_sha256"] = [mission_digest(m) for m in config.missions]
-    payload["policy_source"] = policy_source_digest(config.policy_class_path)
-    return make_cache_key(train_task.fn, payload)
+    # The warm-start weights, the missions and the policy's code by content, not by name.
+    return payload | content_digests(config.policy_class_path, config.policy_data_path, config.missions)
 
 
 def _run_name() -> str:
@@ -32,14 +27,7 @@ def _run_name() -> str:
     return f"training {config.policy_class_path} on {', '.join(config.missions)}"
 
 
-@task(
-    name="training",
-    task_run_name=_run_name,
-    cache_policy=CacheKeyFnPolicy(cache_key_fn=_cache_key),
-    retry_condition_fn=retry_transient,
-    persist_result=True,
-    **RETRY_OPTIONS,
-)
+@content_cached_task("training", _run_name, _cache_payload)
 def train_task(config: DAFTrainingConfig) -> dict:
     maybe_fail("training")
     if config.run_id is None:
