@@ -1,4 +1,10 @@
-"""Validated configuration for every DAF run (pydantic v2: unknown keys are errors, assignments are checked)."""
+"""Validated configuration for every DAF run (pydantic v2: unknown keys are errors, assignments are checked).
+
+The seed's `daf.config`: every pipeline's config model, its bounds and each field's roles (`Role`, from which the
+lists of hyperparameters, cache-key and resumable fields are derived). One module of ~420 lines because the
+models inherit from one another and are read side by side; the YAML reading and size limits live in
+daf.input_limits.
+"""
 
 from __future__ import annotations
 

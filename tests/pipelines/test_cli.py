@@ -78,6 +78,14 @@ def test_missions_and_policies():
     assert "daf.policies.neural.LSTMPolicy" in result.stdout and "baseline" in result.stdout
 
 
+def test_defaults_of_the_commands_without_a_config_are_the_configs_defaults():
+    from daf.cli.options import DEFAULT_MISSION, DEFAULT_OUTPUT_DIR
+    from daf.config import DAFConfig, DAFTrainingConfig
+
+    assert DEFAULT_OUTPUT_DIR == DAFConfig().output_dir
+    assert [DEFAULT_MISSION] == DAFTrainingConfig().missions
+
+
 def test_check(tmp_path):
     result = cli("check", "--mission", MISSION, "--policy", "baseline", "--output-dir", tmp_path)
     assert result.exit_code == 0, result.output

@@ -1,4 +1,4 @@
-"""Terminal progress for pipelines that run as Prefect flows.
+"""The CLI's progress display for pipelines that run as Prefect flows.
 
 The flows take no callbacks: what they tell the outside world are Prefect log records, and DAF's tasks and flows
 attach a progress event (daf.events) to the records that report progress (training every 10 %, each finished
@@ -41,11 +41,10 @@ class _QuietPrefectInfo(logging.Filter):
 class PipelineProgress(logging.Handler):
     """Rich bars (terminal) or progress lines (otherwise) for training steps, evaluation episodes, sweep trials."""
 
-    def __init__(self, console: Console, pipeline: str) -> None:
+    def __init__(self, console: Console) -> None:
         super().__init__(level=logging.INFO)
         self.console = console
         self.live = console.is_terminal
-        self.pipeline = pipeline
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -113,7 +112,7 @@ class PipelineProgress(logging.Handler):
     def _trial(self, event: TrialFinished) -> None:
         info = f"last: trial {event.number} {event.state} value={event.value}"
         if self.live:
-            self._update("sweep", "sweep trials", event.completed, event.total or self.trials_total, info)
+            self._update("sweep", "sweep trials", event.completed, event.total, info)
         else:
             self._line(
                 f"sweep: trial {event.number} {event.state} value={event.value} ({event.completed}/{event.total})"
@@ -138,7 +137,7 @@ def pipeline_progress(console: Console, pipeline: str, *, verbose: bool = False)
     # Importing prefect configures its logging (dictConfig replaces handlers), so it must happen before we attach.
     import prefect.main  # noqa: F401  (prefect.__init__ is lazy; prefect.main runs setup_logging)
 
-    handler = PipelineProgress(console, pipeline)
+    handler = PipelineProgress(console)
     loggers = [logging.getLogger(name) for name in PREFECT_RUN_LOGGERS]
     quiet = _QuietPrefectInfo()
     console_handlers = _console_handlers()

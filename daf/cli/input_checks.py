@@ -1,0 +1,41 @@
+"""Checks of what a command was given, made before any compute and before the Prefect server starts: an unknown
+mission or policy, a policy that cannot be trained, repeated policy names are bad input (exit 2)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from daf.cli.exits import BadInput
+
+if TYPE_CHECKING:
+    from daf.config import DAFSweepConfig, DAFTrainingConfig, PolicyEntry
+
+
+def check_missions(missions: list[str]) -> None:
+    """Every mission is a known name or a readable mission YAML."""
+    from daf.missions import get_mission
+
+    for mission in missions:
+        try:
+            get_mission(mission)
+        except ValueError as exc:
+            raise BadInput(str(exc).splitlines()[0]) from None
+
+
+def check_policies(entries: list[PolicyEntry]) -> None:
+    """Every policy imports (and its data file exists); names are unique."""
+    from daf.comparison import display_names, to_spec
+    from daf.policies.registry import check_spec
+
+    for entry in entries:
+        check_spec(to_spec(entry))
+    display_names(entries)
+
+
+def check_trained_policy(cfg: DAFTrainingConfig | DAFSweepConfig) -> None:
+    """The policy a training run or a sweep trains: it imports, its warm-start weights exist, DAF can train it."""
+    from daf.config import PolicyEntry
+    from daf.policies.registry import require_trainable
+
+    check_policies([PolicyEntry(class_path=cfg.policy_class_path, data_path=cfg.policy_data_path)])
+    require_trainable(cfg.policy_class_path)
