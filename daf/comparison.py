@@ -11,11 +11,12 @@ from mettagrid.policy.policy import PolicySpec
 
 from daf.config import PolicyEntry
 from daf.content import installed_versions
+from daf.errors import InputError
 from daf.evaluation import EvaluationResult
 from daf.stats import ComparisonStatistics, compare_scores
 
 
-class ComparisonError(ValueError):
+class ComparisonError(InputError, ValueError):
     pass
 
 

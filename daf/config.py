@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from daf.errors import InputError
 from daf.input_limits import MAX_YAML_BYTES, InputTooLarge, check_size, load_yaml
 
 # Upper bounds: generous for real work, small enough that a typo (an extra zero, 1e30) fails before compute with
@@ -56,7 +57,7 @@ def fields_with(model: type[BaseModel], role: Role) -> frozenset[str]:
     return frozenset(name for name, info in model.model_fields.items() if role in info.metadata)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A configuration is invalid; the message names the source, the field and what is allowed."""
 
 

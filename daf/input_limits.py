@@ -13,12 +13,14 @@ from typing import Any
 
 import yaml
 
+from daf.errors import InputError
+
 MAX_YAML_BYTES = 1 << 20  # 1 MiB: a DAF config or mission is a few KB
 MAX_DEPTH = 64
 MAX_EXPANDED_VALUES = 100_000  # scalars, mappings and lists, counting every reference to a shared one again
 
 
-class InputTooLarge(ValueError):
+class InputTooLarge(InputError, ValueError):
     """Input beyond a limit of this module; the message names the limit."""
 
 

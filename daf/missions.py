@@ -38,12 +38,13 @@ from mettagrid.map_builder.random_map import RandomMapBuilder
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daf.config import MAX_SEED, ConfigError, format_validation_error, read_yaml_mapping
+from daf.errors import InputError
 from daf.suggestions import did_you_mean
 
 DEPOSIT_STAT = "heart.deposited"
 
 
-class UnknownMissionError(ValueError):
+class UnknownMissionError(InputError, ValueError):
     pass
 
 

@@ -14,13 +14,13 @@ from typing import NoReturn
 import typer
 
 from daf.cli.application import OPTIONS
-from daf.input_limits import InputTooLarge
+from daf.errors import InputError
 from daf.results import INVALID_INPUT, PARTIAL, SUCCESS, PipelineResult
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
 
 
-class BadInput(ValueError):
+class BadInput(InputError, ValueError):
     """The user's input (config, flag, name) is wrong: exit code 2."""
 
 
@@ -33,31 +33,6 @@ def exit_with(code: int, message: str | None = None) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _is_bad_input(exc: Exception) -> bool:
-    """An error DAF raises about what it was given (checked before compute): exit 2 with its one-line message.
-
-    The kinds a flag or a config file raises are tested first: the other kinds live in modules that load torch
-    and mettagrid, imported only for an error that is none of the first.
-    """
-    from daf.config import ConfigError
-
-    if isinstance(exc, (BadInput, InputTooLarge, ConfigError)):
-        return True
-    from daf.comparison import ComparisonError
-    from daf.missions import UnknownMissionError
-    from daf.packaging import PackagingError
-    from daf.policies.neural import CheckpointError
-    from daf.policies.registry import PolicyResolutionError
-    from daf.sweeps import SweepError
-    from daf.training.ppo import TrainingError
-
-    bad_input = (
-        UnknownMissionError, PolicyResolutionError, PackagingError, ComparisonError, CheckpointError, TrainingError,
-        SweepError,
-    )  # fmt: skip
-    return isinstance(exc, bad_input)
-
-
 @contextmanager
 def errors_as_exit_codes() -> Iterator[None]:
     """Map exceptions onto exit codes: bad input -> 2 (one line), anything unexpected -> 1."""
@@ -66,7 +41,7 @@ def errors_as_exit_codes() -> Iterator[None]:
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except Exception as exc:  # the CLI's last line of defence: every error becomes an exit code
-        if _is_bad_input(exc):
+        if isinstance(exc, InputError):  # about what DAF was given (daf.errors), checked before compute
             exit_with(EXIT_BAD_INPUT, str(exc))
         if OPTIONS.debug:
             traceback.print_exc()

@@ -21,6 +21,7 @@ from mettagrid.policy.submission import POLICY_SPEC_FILENAME
 
 from daf.config import DAFTrainingConfig
 from daf.content import installed_versions, is_installed_library
+from daf.errors import InputError
 from daf.files import atomic_path
 from daf.jsonable import to_jsonable
 from daf.missions import get_mission
@@ -38,7 +39,7 @@ from daf.policies.registry import check_spec
 from daf.training.checkpoints import CONFIG_FILE, checkpoint_holding
 
 
-class PackagingError(ValueError):
+class PackagingError(InputError, ValueError):
     """The inputs cannot be turned into a bundle (the message says which and why)."""
 
 

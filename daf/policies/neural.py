@@ -29,6 +29,7 @@ import torch
 from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 from torch import nn
 
+from daf.errors import InputError
 from daf.files import UnsafeTorchFile, atomic_path, read_torch_file
 from daf.policies.base import DAFPolicy
 from daf.policies.tokens import (
@@ -341,7 +342,7 @@ class LSTMPolicy(NeuralPolicy):
     network_class = LSTMNet
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError, ValueError):
     """A checkpoint or weights file is missing, truncated, corrupted or unsafe."""
 
 

@@ -10,6 +10,7 @@ from mettagrid.policy.loader import resolve_policy_class_path
 from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
 from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 
+from daf.errors import InputError
 from daf.suggestions import did_you_mean
 
 # Short name -> class path. Trainable policies are registered by daf.policies.neural.
@@ -22,7 +23,7 @@ DAF_POLICIES: dict[str, str] = {
 }
 
 
-class PolicyResolutionError(ValueError):
+class PolicyResolutionError(InputError, ValueError):
     pass
 
 

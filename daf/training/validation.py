@@ -9,6 +9,7 @@ import torch
 from mettagrid.policy.policy import PolicySpec
 
 from daf.config import RESUMABLE_CHANGES, DAFTrainingConfig
+from daf.errors import InputError
 from daf.missions import get_mission
 from daf.policies.contract import NetworkContractError, check_network_contract
 from daf.policies.neural import NeuralPolicy, load_weights
@@ -21,7 +22,7 @@ from daf.training.checkpoints import CONFIG_FILE, Checkpoint
 MAX_ROLLOUT_ROWS = 65_536
 
 
-class TrainingError(ValueError):
+class TrainingError(InputError, ValueError):
     """The training request is invalid; raised before any compute starts."""
 
 
