@@ -112,6 +112,28 @@ def _handler(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
+def stop_requested() -> int | None:
+    """The stop signal this process received inside stop_on_signals, or None. Work running in other threads (where
+    Python delivers no signal), such as a sweep trial on the thread task runner, polls it at its safe points and
+    stops there by raising Interrupted."""
+    return _received[0] if _received else None
+
+
+def request_stop(signum: int) -> None:
+    """Make stop_requested() say `signum`: for a stop that reached the main thread as another exception (Prefect's
+    TerminationSignal), so that work in other threads stops too."""
+    if not _received:
+        _received.append(signum)
+
+
+def raise_if_stop_requested() -> None:
+    """In a thread other than the main one: raise Interrupted once the process has received a stop signal (the
+    main thread got its own Interrupted already)."""
+    signum = stop_requested()
+    if signum is not None and threading.current_thread() is not threading.main_thread():
+        raise Interrupted(signum)
+
+
 @contextmanager
 def stop_on_signals(keep_after_stop: bool = False) -> Iterator[None]:
     """SIGINT and SIGTERM raise Interrupted in the main thread while the block runs; a second one kills every

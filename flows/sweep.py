@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.states import State
 
 from daf.comparison import evaluation_results
 from daf.config import DAFSweepConfig, PolicyEntry
-from daf.flows.common import Pipeline, run_pipeline
+from daf.flows.common import Pipeline, run_pipeline, task_runner_for
 from daf.flows.stages import compare_and_report, evaluate_all
-from daf.sweeps import BestConfig
+from daf.sweeps import BestConfig, run_sweep, storage_url
+from daf.tasks.common import uses_gpu
 from daf.tasks.environment import check_environment_task
-from daf.tasks.sweeps import sweep_task
+from daf.tasks.sweeps import TaskRunnerStarter, sweep_progress
 
 TOP_K = 3
 
@@ -35,7 +36,7 @@ def sweep_flow(
         )
         # Trials run in parallel (up to max_parallel_jobs) only when parallel stages are asked for.
         run_cfg = config if parallel_stages else config.model_copy(update={"max_parallel_jobs": 1})
-        sweep = p.stage("sweep_execution", sweep_task, run_cfg)
+        sweep = p.stage("sweep_execution", _run_trials, run_cfg)
         outputs["sweep_results"] = sweep
         outputs["trials"] = sweep["trials"]
         best = p.stage("best_config_extraction", _best, sweep)
@@ -76,6 +77,17 @@ def _best(sweep: dict) -> BestConfig:
     if not best or not best.get("checkpoint"):
         raise RuntimeError("no trial completed, so there is no best configuration")
     return BestConfig(**best)
+
+
+def _run_trials(config: DAFSweepConfig) -> dict:
+    """Drive the study from this flow run: each trial a task run on the configured task runner."""
+    with task_runner_for(config) as runner:
+        starter = TaskRunnerStarter(runner, config, storage_url(config), gpu=uses_gpu(config))
+        result = run_sweep(config, progress=sweep_progress(config), starter=starter)
+    logger = get_run_logger()
+    for note in result.notes:  # e.g. the study was complete already, or the compute budget ended the sweep
+        logger.info(note)
+    return result.to_dict()
 
 
 def _top_entries(sweep: dict, config: DAFSweepConfig) -> list[PolicyEntry]:

@@ -10,14 +10,15 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from prefect import Task, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.tasks import exponential_backoff
 
 from daf.config import DAFConfig
 from daf.content import DAF_PACKAGE, daf_source_digest, mission_digest, path_digest, policy_source_digest
-from daf.events import LOG_RECORD_FIELD, ProgressEvent
+from daf.events import LOG_RECORD_FIELD, ProgressEvent, TrainingProgress
 from daf.faults import TransientFault
+from daf.tasks.artifacts import ProgressArtifact
 
 # Data and configuration errors are final; these are the failures a retry may cure.
 T = TypeVar("T")
@@ -62,6 +63,22 @@ def quiet_run_logs() -> None:
             logger.addFilter(_ONE_LINE)
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def training_progress(title: str) -> Callable[[TrainingProgress], None]:
+    """Progress of a training inside a task: every update onto a progress artifact titled `title`, every 10 % of
+    the run into the task's log (and so onto the CLI's progress display)."""
+    logger = get_run_logger()
+    bar = ProgressArtifact(title)
+    last_logged = [0]
+
+    def on_progress(event: TrainingProgress) -> None:
+        bar.update(event.step, event.total_steps)
+        if event.step - last_logged[0] >= event.total_steps / 10 or event.step >= event.total_steps:
+            last_logged[0] = event.step
+            log_event(logger, event)
+
+    return on_progress
 
 
 def log_event(logger: logging.Logger | logging.LoggerAdapter, event: ProgressEvent) -> None:

@@ -8,10 +8,9 @@ from prefect import get_run_logger
 from prefect.runtime import flow_run, task_run
 
 from daf.config import EXECUTION_FIELDS, DAFConfig, DAFTrainingConfig
-from daf.events import StageNote, TrainingProgress
+from daf.events import StageNote
 from daf.faults import maybe_fail
-from daf.tasks.artifacts import ProgressArtifact
-from daf.tasks.common import configured, content_cached_task, content_digests, log_event, uses_gpu
+from daf.tasks.common import configured, content_cached_task, content_digests, log_event, training_progress, uses_gpu
 from daf.training import train
 
 
@@ -35,19 +34,8 @@ def train_task(config: DAFTrainingConfig) -> dict:
         # and distinct between flow runs, so concurrent pipelines never share a run directory.
         salt = (flow_run.get_id() or "local")[:8]
         config = config.model_copy(update={"run_id": f"{config.policy_class_path.rsplit('.', 1)[-1]}-{salt}"})
-    logger = get_run_logger()
-    bar = ProgressArtifact(f"training {config.policy_class_path} on {', '.join(config.missions)}")
-    last_logged = [0]
-
-    def on_progress(event: TrainingProgress) -> None:
-        bar.update(event.step, event.total_steps)
-        # Every 10 % of the run into the log (and so onto the progress display), not every update.
-        if event.step - last_logged[0] >= event.total_steps / 10 or event.step >= event.total_steps:
-            last_logged[0] = event.step
-            log_event(logger, event)
-
-    result = train(config, progress=on_progress)
-    return result.to_dict()
+    title = f"training {config.policy_class_path} on {', '.join(config.missions)}"
+    return train(config, progress=training_progress(title)).to_dict()
 
 
 def run_training(config: DAFTrainingConfig, resources: DAFConfig) -> dict:

@@ -1,8 +1,11 @@
 """The stored Optuna study: where a sweep keeps it, opening it, checking that a continued study is the same sweep,
-re-queuing the trials a stopped run left unfinished, and what its finished trials trained (the compute budget)."""
+noticing trials whose process died and queuing them again, and what its trials trained (the compute budget)."""
 
 from __future__ import annotations
 
+import os
+import socket
+import warnings
 from pathlib import Path
 
 import optuna
@@ -26,10 +29,26 @@ def storage_url(config: DAFSweepConfig) -> str:
     return config.storage or f"sqlite:///{(sweep_dir(config) / 'study.db').resolve()}"
 
 
+# Liveness of trials that run anywhere (another process, a Dask worker on another machine): each running trial
+# records a heartbeat every HEARTBEAT_S in the study's storage; one without a heartbeat for GRACE_S is failed and
+# queued again (retry_interrupted), whichever sweep run notices first.
+HEARTBEAT_S = 5
+GRACE_S = 30
+MAX_RERUNS = 3
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     # SQLite's default 5 s busy timeout is too short when parallel workers write at the same moment.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    with warnings.catch_warnings():  # heartbeats are experimental in Optuna: the warning says nothing here
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=_retry_stale,
+        )
 
 
 def load_study(
@@ -61,34 +80,77 @@ def check_fingerprint(study: optuna.Study, config: DAFSweepConfig) -> None:
         )
 
 
-def requeue_interrupted(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
-    """Queue a re-run, with the same parameters, of every interrupted trial: left RUNNING by a dead process (marked
-    FAIL here), or stopped by a signal (marked by the trial objective) and not re-run yet."""
-    study_id = storage.get_study_id_from_name(study.study_name)
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
-    requeued = []
-    for t in trials:
-        stopped = t.state == TrialState.FAIL and t.user_attrs.get("interrupted")
-        if t.number in retried or not (t.state == TrialState.RUNNING or stopped):
-            continue
-        if t.state == TrialState.RUNNING:
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-            storage.set_trial_user_attr(trial_id, "interrupted", True)
-            storage.set_trial_user_attr(trial_id, "error", "interrupted: the sweep process stopped during this trial")
+def retry_interrupted(study: optuna.Study, trial: FrozenTrial, reason: str, automatic: bool = True) -> int | None:
+    """Record that `trial` (FAIL already, or failed here if it is still RUNNING) was interrupted, and queue a re-run
+    with the same parameters and run number (same run directory and seed: its training resumes from its last
+    checkpoint). Returns the trial's number, or None when another sweep run had already done it. An `automatic`
+    re-run (its process died, not a stop signal) is given up after MAX_RERUNS: the trial then stays FAIL and counts
+    as finished, so a trial that keeps killing its process cannot hold up the sweep forever."""
+    storage = study._storage
+    trial_id = trial._trial_id
+    if any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False)):
+        return None
+    reruns = trial.user_attrs.get("reruns", 0) + automatic
+    if reruns > MAX_RERUNS:
+        storage.set_trial_user_attr(trial_id, "error", f"{reason}; given up after {MAX_RERUNS} re-runs")
+        if trial.state == TrialState.RUNNING:
             storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        # As optuna.storages.RetryHeartbeatStaleTrialCallback does; system attrs keep GridSampler's grid id.
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=TrialState.WAITING,
-                params=t.params,
-                distributions=t.distributions,
-                user_attrs={"run_number": t.user_attrs.get("run_number", t.number), "retry_of": t.number},
-                system_attrs=t.system_attrs,
-            )
+        return None
+    storage.set_trial_user_attr(trial_id, "interrupted", True)
+    storage.set_trial_user_attr(trial_id, "error", reason)
+    if trial.state == TrialState.RUNNING:
+        try:
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # it finished meanwhile: nothing to re-run
+            return None
+    # As optuna.storages.RetryHeartbeatStaleTrialCallback does; system attrs keep GridSampler's grid id.
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={
+                "run_number": trial.user_attrs.get("run_number", trial.number),
+                "retry_of": trial.number,
+                "reruns": reruns,
+            },
+            system_attrs=trial.system_attrs,
         )
-        requeued.append(t.number)
-    return requeued
+    )
+    return trial.number
+
+
+def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's callback for a trial whose heartbeat stopped (its process or machine died)."""
+    worker = trial.user_attrs.get("worker", "its worker")
+    retry_interrupted(study, trial, f"interrupted: no heartbeat from {worker} for {GRACE_S} s")
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Queue again the running trials whose process is dead: at once for a process of this machine that no longer
+    exists, after GRACE_S without a heartbeat for any other (optuna.storages.fail_stale_trials)."""
+    retried = []
+    here = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if host == here and pid.isdigit() and not _alive(int(pid)):
+            number = retry_interrupted(study, t, f"interrupted: its process {pid} on {host} died during this trial")
+            if number is not None:
+                retried.append(number)
+    with warnings.catch_warnings():  # experimental in Optuna since 2.9: the warning says nothing here
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return retried
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a live process of another user
+        return True
+    return True
 
 
 def counts_as_finished(t: FrozenTrial) -> bool:

@@ -1,22 +1,30 @@
 """One trial: the DAFTrainingConfig it trains, the intermediate evaluations it reports to the pruner while it
-trains, and its score (the final checkpoint evaluated on `episodes_per_trial` seeded episodes per mission)."""
+trains, its score (the final checkpoint evaluated on `episodes_per_trial` seeded episodes per mission), and
+`run_trial`, which does all of it for a trial the study handed out, in whatever process or machine runs it."""
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import optuna
 from mettagrid.policy.policy import PolicySpec
 
-from daf.config import DAFSweepConfig, DAFTrainingConfig, Role, SearchDimension, fields_with
+from daf.config import DAFSweepConfig, DAFTrainingConfig, Role, SearchDimension, fields_with, validate_search_space
 from daf.evaluation import evaluate, evaluate_policy
-from daf.interrupts import describe_stop
+from daf.events import ProgressFn
+from daf.interrupts import describe_stop, raise_if_stop_requested
 from daf.policies.neural import NeuralPolicy
 from daf.stats import iqm
 from daf.sweeps._search import suggest
-from daf.sweeps._study import sweep_dir
+from daf.sweeps._study import HEARTBEAT_S, load_study, open_storage, retry_interrupted, sweep_dir
 from daf.training import StopTraining, train
 
 # DAFTrainingConfig fields each trial sets itself (trial_config); a `training` override of them would be lost.
@@ -62,6 +70,7 @@ class PruningHook:
 
     def __call__(self, global_step: int, policy: NeuralPolicy) -> None:
         self.global_step = global_step
+        raise_if_stop_requested()  # a trial on a thread of the flow process stops with the sweep
         # Without a pruner nothing reads intermediate values: skip their evaluations. The last update is
         # followed by the full evaluation; no intermediate one is needed there either.
         if self.config.pruner == "none" or global_step < self.next_report or global_step >= self.budget:
@@ -79,16 +88,24 @@ class PruningHook:
 
 
 class Objective:
-    """Optuna's objective: train one trial, record what happened in its user attrs, return its score."""
+    """Train one trial, record what happened in its user attrs, return its score."""
 
-    def __init__(self, config: DAFSweepConfig, space: dict[str, SearchDimension], threads: int, workers: int):
+    def __init__(
+        self,
+        config: DAFSweepConfig,
+        space: dict[str, SearchDimension],
+        threads: int,
+        workers: int,
+        progress: ProgressFn | None = None,
+    ):
         self.config = config
         self.space = space
         self.threads = threads
         self.workers = workers
+        self.progress = progress
 
     def __call__(self, trial: optuna.Trial) -> float:
-        params = suggest(trial, self.space)
+        params = suggest(trial, self.space)  # the values the study already chose when it handed the trial out
         # A re-run of an interrupted trial keeps its run number: same run id (resumes) and same seed.
         run_number = trial.user_attrs.get("run_number", trial.number)
         trial.set_user_attr("run_number", run_number)
@@ -101,12 +118,7 @@ class Objective:
         except optuna.TrialPruned:
             raise
         except Exception as exc:
-            # Optuna records the trial as FAIL (optimize catches Exception); the message stays with the trial.
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-            raise
-        except BaseException as exc:  # a stop signal (daf/interrupts.py): the trial runs again on resume
-            trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("error", f"{describe_stop(exc)}; it runs again when the sweep is resumed")
             raise
         finally:
             trial.set_user_attr("duration_s", time.perf_counter() - started)
@@ -114,7 +126,7 @@ class Objective:
 
     def _train_and_score(self, trial: optuna.Trial, tc: DAFTrainingConfig, hook: PruningHook) -> float:
         try:
-            result = train(tc, on_update=hook)
+            result = train(tc, progress=self.progress, on_update=hook)
         except StopTraining as stop:
             raise optuna.TrialPruned(str(stop)) from None
         trial.set_user_attr("agent_steps", result.global_step)
@@ -126,3 +138,71 @@ class Objective:
         trial.set_user_attr("episode_rewards", rewards)
         trial.set_user_attr("mission_means", {m: float(np.mean(r)) for m, r in rewards.items()})
         return score(rewards, cfg.objective)
+
+
+@dataclass(frozen=True)
+class TrialTicket:
+    """A trial the study handed out (`daf.sweeps._driver`): its number and the hyperparameters it will train."""
+
+    number: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+SUPERSEDED = "SUPERSEDED"  # the outcome of a trial that another sweep run had re-queued before it started here
+
+
+def run_trial(
+    config: DAFSweepConfig, url: str, ticket: TrialTicket, progress: ProgressFn | None = None
+) -> dict[str, Any]:
+    """Train and score trial `ticket.number` of the study in `url`, then tell the study its outcome; returns
+    {"number", "state", "value"}. Runs in any process that reaches the storage: its heartbeat tells other sweep runs
+    it is alive, and a stop signal queues it again (it resumes its checkpoint on the next run). A failure of the
+    training is the trial's outcome (FAIL, with its error), not an exception."""
+    study = load_study(config, open_storage(url))
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, ticket.number)
+    if storage.get_trial(trial_id).state != optuna.trial.TrialState.RUNNING:
+        return {"number": ticket.number, "state": SUPERSEDED, "value": None}
+    storage.set_trial_user_attr(trial_id, "worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial = optuna.Trial(study, trial_id)
+    threads = max(1, (os.cpu_count() or 1) // config.max_parallel_jobs)
+    objective = Objective(
+        config, validate_search_space(config.search_space), threads, config.max_parallel_jobs, progress
+    )
+    with _heartbeat(storage, trial_id):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            frozen = study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+        except Exception:  # recorded in the trial's error attr by the objective
+            frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        except BaseException as exc:  # a stop signal: queued again, it runs on the next run of the sweep
+            reason = f"{describe_stop(exc)}; it runs again when the sweep is resumed"
+            retry_interrupted(study, storage.get_trial(trial_id), reason, automatic=False)
+            raise
+        else:
+            # A NaN score makes it FAIL (Optuna's rule); a trial another run gave up on meanwhile keeps that verdict.
+            frozen = study.tell(trial, value, skip_if_finished=True)
+    value = frozen.value if frozen.state == optuna.trial.TrialState.COMPLETE else None
+    return {"number": ticket.number, "state": frozen.state.name, "value": value}
+
+
+@contextmanager
+def _heartbeat(storage: optuna.storages.RDBStorage, trial_id: int) -> Iterator[None]:
+    """Record the trial's heartbeat every HEARTBEAT_S while the block runs (as Optuna's optimize does for its own
+    trials; a trial run by ask/tell from elsewhere has to do it itself)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if stop.wait(HEARTBEAT_S):
+                return
+
+    thread = threading.Thread(target=beat, name=f"optuna-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
