@@ -133,8 +133,8 @@ class DAFConfig(_StrictModel):
     )
     max_checkpoints_to_keep: Annotated[int, Role.RESUMABLE] = Field(default=3, ge=1, le=1000)
     max_parallel_jobs: Annotated[int, Role.EXECUTION] = Field(default=1, ge=1, le=256)
-    # SWEEP_OWNED: each trial gets the sweep's fraction divided among its parallel trial workers.
-    gpu_memory_fraction: Annotated[float, Role.SWEEP_OWNED, Role.RESUMABLE] = Field(default=1.0, gt=0.0, le=1.0)
+    # A sweep divides it among its max_parallel_jobs trials (one shared GPU) unless `training` sets it (a GPU each).
+    gpu_memory_fraction: Annotated[float, Role.RESUMABLE] = Field(default=1.0, gt=0.0, le=1.0)
     device: Annotated[Literal["auto", "cpu", "cuda"], Role.RESUMABLE] = "auto"
     seed: Annotated[int, Role.SWEEP_OWNED, Role.FINGERPRINT] = Field(default=42, ge=0, le=MAX_SEED)
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Role.EXECUTION] = "INFO"

@@ -227,7 +227,7 @@ def test_the_field_lists_derived_from_the_roles():
     }  # fmt: skip
     assert fields_with(DAFTrainingConfig, Role.SWEEP_OWNED) == {
         "policy_class_path", "policy_data_path", "missions", "num_training_steps", "run_id", "checkpoint_dir", "seed",
-        "gpu_memory_fraction", "progress",
+        "progress",
     }  # fmt: skip
     assert fields_with(DAFSweepConfig, Role.FINGERPRINT) == {
         "policy_class_path", "policy_data_path", "missions", "search_space", "strategy", "training_steps_per_trial",

@@ -255,8 +255,6 @@ def test_invalid_search_space_names_the_parameter(tmp_path, space, pattern):
     ("overrides", "pattern"),
     [
         ({"training": {"learning_rate": 0.01}}, r"training overrides \['learning_rate'\] are set by the sweep"),
-        # Each trial divides the sweep's own fraction among its workers: an override of it would be lost.
-        ({"training": {"gpu_memory_fraction": 0.5}}, r"training overrides \['gpu_memory_fraction'\] are set by"),
         ({"missions": ["no_such_mission"]}, "no_such_mission"),
         ({"policy_data_path": "missing/policy.pt"}, "missing/policy.pt does not exist"),
         ({"policy_class_path": "baseline"}, "not trainable"),
@@ -367,3 +365,20 @@ def test_sweep_without_a_completed_trial_reports_the_errors(tmp_path, make_packa
                   search_space={"hidden_size": [16]})  # fmt: skip
     with pytest.raises(SweepError, match=r"no trial completed \(trial 0 FAIL: RuntimeError: .*nan"):
         run_sweep(cfg)
+
+
+def test_trials_share_the_machine_unless_the_training_overrides_say_otherwise(tmp_path):
+    from daf.sweeps._trial import trial_config
+
+    space = {"search_space": {"learning_rate": [0.001]}}
+    shared = trial_config(_config(tmp_path, gpu_memory_fraction=0.8, **space), {}, 3, threads=1, workers=4)
+    assert (shared.gpu_memory_fraction, shared.torch_threads, shared.run_id) == (0.2, 1, "t-trial-3")
+    # Trials on Dask workers of their own (a GPU each, a machine each): the per-trial settings win.
+    spread = trial_config(
+        _config(tmp_path, training={"gpu_memory_fraction": 0.9, "torch_threads": 4}, **space),
+        {},
+        3,
+        threads=1,
+        workers=4,
+    )
+    assert (spread.gpu_memory_fraction, spread.torch_threads) == (0.9, 4)

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Protocol
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from daf.config import DAFSweepConfig, validate_search_space
 from daf.events import ProgressFn, TrialFinished
@@ -136,10 +136,18 @@ class _Asker:
             trial.set_user_attr("run_number", trial.user_attrs.get("run_number", trial.number))
             return TrialTicket(trial.number, params)
 
-    def others_running(self) -> bool:
+    def running(self) -> set[int]:
+        """The numbers of the study's running trials (any run's), after re-queuing dead ones."""
         with study_lock(self.url, self.config.name):
             fail_dead_trials(self.study)
-        return bool(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        return {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+
+    def requeue(self, ticket: TrialTicket, reason: str) -> None:
+        """The trial's process or runner failed it (not its training): queue it again, unless already done."""
+        with study_lock(self.url, self.config.name):
+            trial = next(t for t in self.study.get_trials(deepcopy=False) if t.number == ticket.number)
+            if trial.state == TrialState.RUNNING or trial.user_attrs.get("interrupted"):
+                retry_interrupted(self.study, trial, reason)
 
 
 def drive(
@@ -155,18 +163,27 @@ def drive(
                 future = starter.start(ticket)
                 in_flight[id(future)] = (ticket, future)
                 future.add_done_callback(done.put)
-            if not in_flight and not asker.others_running():
+            running = asker.running()
+            if not in_flight and not running:
                 return
+            # A trial of ours re-queued as dead (its worker lost, and the runner never reports back) frees its slot:
+            # its re-run is asked for like any other trial.
+            for key in [k for k, (ticket, _) in in_flight.items() if ticket.number not in running]:
+                if _final(study, in_flight[key][0].number):
+                    continue  # it just finished: its future reports it
+                del in_flight[key]
             try:
                 finished = done.get(timeout=POLL_S)
             except queue.Empty:
                 progress(study)
                 continue
+            if id(finished) not in in_flight:  # abandoned above; the study has its outcome or its re-run
+                continue
             ticket, future = in_flight.pop(id(finished))
             try:
                 future.result()
             except Exception as exc:  # not the trial's failure (run_trial records those): its process or runner
-                _requeue(study, ticket, f"interrupted: {type(exc).__name__}: {exc}")
+                asker.requeue(ticket, f"interrupted: {type(exc).__name__}: {exc}")
             progress(study)
     except BaseException as exc:
         signum = signal_of(exc)
@@ -176,7 +193,7 @@ def drive(
         raise
 
 
-def _requeue(study: optuna.Study, ticket: TrialTicket, reason: str) -> None:
-    trial: FrozenTrial = next(t for t in study.get_trials(deepcopy=False) if t.number == ticket.number)
-    if trial.state == TrialState.RUNNING or (trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")):
-        retry_interrupted(study, trial, reason)
+def _final(study: optuna.Study, number: int) -> bool:
+    """Whether the trial ended with an outcome of its own (not re-queued as interrupted)."""
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    return trial.state.is_finished() and not trial.user_attrs.get("interrupted")

@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from daf.config import DAFSweepConfig, Role, fields_with
 from daf.sweeps._errors import SweepError
+from daf.sweeps._locking import study_lock
 from daf.sweeps._search import pruner
 
 # Settings that define what a trial's value means: continuing a study under other ones would mix results.
@@ -40,7 +41,12 @@ MAX_RERUNS = 3
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     # SQLite's default 5 s busy timeout is too short when parallel workers write at the same moment.
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    with warnings.catch_warnings():  # heartbeats are experimental in Optuna: the warning says nothing here
+    # Under a lock: sweep runs that open a new database at the same moment would race to create Optuna's tables
+    # (on PostgreSQL one of them fails with a duplicate-key error).
+    with (
+        study_lock(url, "optuna-schema"),
+        warnings.catch_warnings(),
+    ):  # heartbeats are experimental in Optuna: the warning says nothing here
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
             url,
@@ -126,14 +132,27 @@ def _retry_stale(study: optuna.Study, trial: FrozenTrial) -> None:
     retry_interrupted(study, trial, f"interrupted: no heartbeat from {worker} for {GRACE_S} s")
 
 
+def worker_identity() -> dict[str, str]:
+    """The user attrs that say which process trains a trial: `worker` (host:pid, for people) and `worker_space`
+    (this boot of this machine and this PID namespace: a container with the host's name has other pids)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        space = f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:  # not Linux: no way to tell pids apart, so no trial is judged dead by its pid
+        space = ""
+    return {"worker": f"{socket.gethostname()}:{os.getpid()}", "worker_space": space}
+
+
 def fail_dead_trials(study: optuna.Study) -> list[int]:
-    """Queue again the running trials whose process is dead: at once for a process of this machine that no longer
-    exists, after GRACE_S without a heartbeat for any other (optuna.storages.fail_stale_trials)."""
+    """Queue again the running trials whose process is dead: at once for a process of this machine (and PID
+    namespace) that no longer exists, after GRACE_S without a heartbeat for any other
+    (optuna.storages.fail_stale_trials). Call it under the study's lock (daf.sweeps._locking)."""
     retried = []
-    here = socket.gethostname()
+    here = worker_identity()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        if host == here and pid.isdigit() and not _alive(int(pid)):
+        local = here["worker_space"] and t.user_attrs.get("worker_space") == here["worker_space"]
+        if local and host == here["worker"].rpartition(":")[0] and pid.isdigit() and not _alive(int(pid)):
             number = retry_interrupted(study, t, f"interrupted: its process {pid} on {host} died during this trial")
             if number is not None:
                 retried.append(number)

@@ -5,7 +5,6 @@ trains, its score (the final checkpoint evaluated on `episodes_per_trial` seeded
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,8 +22,9 @@ from daf.events import ProgressFn
 from daf.interrupts import describe_stop, raise_if_stop_requested
 from daf.policies.neural import NeuralPolicy
 from daf.stats import iqm
+from daf.sweeps._locking import study_lock
 from daf.sweeps._search import suggest
-from daf.sweeps._study import HEARTBEAT_S, load_study, open_storage, retry_interrupted, sweep_dir
+from daf.sweeps._study import HEARTBEAT_S, load_study, open_storage, retry_interrupted, sweep_dir, worker_identity
 from daf.training import StopTraining, train
 
 # DAFTrainingConfig fields each trial sets itself (trial_config); a `training` override of them would be lost.
@@ -35,7 +35,10 @@ def trial_config(
     config: DAFSweepConfig, params: dict[str, Any], number: int, threads: int, workers: int
 ) -> DAFTrainingConfig:
     """What trial run `number` trains: the sweep's resources and `training` overrides, then `params`."""
-    fields = {"torch_threads": threads, **config.resources(), **config.training, **params}
+    # By default parallel trials share one machine's cores and one GPU; `training` may set torch_threads and
+    # gpu_memory_fraction per trial instead (trials spread over machines, one GPU per Dask worker).
+    shared_gpu = {"gpu_memory_fraction": config.gpu_memory_fraction / workers}
+    fields = {"torch_threads": threads, **config.resources(), **shared_gpu, **config.training, **params}
     fields.update(
         policy_class_path=config.policy_class_path,
         policy_data_path=config.policy_data_path,
@@ -45,8 +48,6 @@ def trial_config(
         checkpoint_dir=str(sweep_dir(config) / "checkpoints"),
         seed=config.seed + number,
         progress=False,
-        # Parallel workers share the GPU: together they stay within the configured fraction.
-        gpu_memory_fraction=config.gpu_memory_fraction / workers,
     )
     return DAFTrainingConfig.from_dict(fields, source=f"trial {number} {params}")
 
@@ -161,9 +162,14 @@ def run_trial(
     study = load_study(config, open_storage(url))
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, ticket.number)
-    if storage.get_trial(trial_id).state != optuna.trial.TrialState.RUNNING:
-        return {"number": ticket.number, "state": SUPERSEDED, "value": None}
-    storage.set_trial_user_attr(trial_id, "worker", f"{socket.gethostname()}:{os.getpid()}")
+    # Claimed under the study's lock, which fail_dead_trials holds too: a trial is either re-queued as dead or
+    # claimed by this process (a Dask re-run of a lost task), never both.
+    with study_lock(url, config.name):
+        if storage.get_trial(trial_id).state != optuna.trial.TrialState.RUNNING:
+            return {"number": ticket.number, "state": SUPERSEDED, "value": None}
+        for key, value in worker_identity().items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        storage.record_heartbeat(trial_id)
     trial = optuna.Trial(study, trial_id)
     threads = max(1, (os.cpu_count() or 1) // config.max_parallel_jobs)
     objective = Objective(
@@ -178,7 +184,8 @@ def run_trial(
             frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         except BaseException as exc:  # a stop signal: queued again, it runs on the next run of the sweep
             reason = f"{describe_stop(exc)}; it runs again when the sweep is resumed"
-            retry_interrupted(study, storage.get_trial(trial_id), reason, automatic=False)
+            with study_lock(url, config.name):
+                retry_interrupted(study, storage.get_trial(trial_id), reason, automatic=False)
             raise
         else:
             # A NaN score makes it FAIL (Optuna's rule); a trial another run gave up on meanwhile keeps that verdict.

@@ -115,6 +115,15 @@ class Postgres:
         """SQLAlchemy URL: `asyncpg` for Prefect's server, `psycopg` for Optuna."""
         return f"postgresql+{driver}://daf@127.0.0.1:{self.port}/{database}"
 
+    def create_database(self, name: str, driver: str = "psycopg") -> str:
+        """A new, empty database `name` in this cluster (e.g. one Optuna study store per test); its URL."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="daf", dbname="postgres", autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(driver, name)
+
     def stop(self) -> None:
         subprocess.run(
             [*self.as_owner, self.pg_ctl, "-D", str(self.directory / "data"), "-m", "fast", "stop"],
