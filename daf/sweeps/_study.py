@@ -60,15 +60,18 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 def load_study(
     config: DAFSweepConfig, storage: optuna.storages.BaseStorage, sampler: optuna.samplers.BaseSampler | None = None
 ) -> optuna.Study:
-    """The sweep's study, created on first use."""
-    return optuna.create_study(
-        study_name=config.name,
-        storage=storage,
-        sampler=sampler,
-        pruner=pruner(config),
-        direction=config.optimize_direction,
-        load_if_exists=True,
-    )
+    """The sweep's study, created on first use (loaded quietly: every trial and every ask opens it)."""
+    try:
+        return optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner(config))
+    except KeyError:  # a new sweep; load_if_exists covers another run creating it at the same moment
+        return optuna.create_study(
+            study_name=config.name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner(config),
+            direction=config.optimize_direction,
+            load_if_exists=True,
+        )
 
 
 def check_fingerprint(study: optuna.Study, config: DAFSweepConfig) -> None:
