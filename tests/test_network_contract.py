@@ -49,6 +49,21 @@ class TorchLayoutGRU(FlatNet):
         return self.actor(h), self.critic(h).squeeze(-1), (new,)
 
 
+class DeclaredGRU(TorchLayoutGRU):
+    state_batch_dim = 1  # PyTorch's (layers, B, H), declared: DAF moves the batch for itself
+
+    def forward(self, obs, state, resets=None):
+        x = self.body(obs[:, :, :TOKENS].float().flatten(2) / 255.0)
+        h, outputs = state[0], []
+        for t in range(x.shape[0]):  # step by step: an episode may start (resets) inside the sequence
+            if resets is not None:
+                h = h * (1.0 - resets[t])[None, :, None]
+            out, h = self.gru(x[t : t + 1], h)
+            outputs.append(out)
+        y = torch.cat(outputs)
+        return self.actor(y), self.critic(y).squeeze(-1), (h,)
+
+
 class WrongValues(FlatNet):
     def forward(self, obs, state=None, resets=None):
         logits, values, state = super().forward(obs, state, resets)
@@ -65,6 +80,10 @@ class GRU(NeuralPolicy):
 
 class Wrong(NeuralPolicy):
     network_class = WrongValues
+
+
+class TorchGRU(NeuralPolicy):
+    network_class = DeclaredGRU
 """
 
 
@@ -87,6 +106,29 @@ def test_a_flat_projection_of_the_tokens_trains(tmp_path, make_package):
     package = make_package(NETWORKS)
     result = train(_config(tmp_path, f"{package}.Flat", num_training_steps=512, run_id="flat"))
     assert result.global_step >= 512
+
+
+def test_a_gru_in_pytorchs_state_layout_trains_evaluates_and_packages(tmp_path, make_package):
+    from mettagrid.policy.policy import PolicySpec
+
+    from daf.evaluation import evaluate
+    from daf.packaging import build_package, validate_package
+
+    package = make_package(NETWORKS)
+    result = train(_config(tmp_path, f"{package}.TorchGRU", num_training_steps=512, run_id="torch-gru"))
+    assert result.global_step >= 512
+    # Evaluation steps many episodes at once and resets rows: the state's batch must be where DAF expects it.
+    spec = PolicySpec(class_path=result.class_path, data_path=result.final_checkpoint)
+    evaluation = evaluate(spec, "training_facility_1", episodes=3, seed=1, concurrent_episodes=3)
+    assert len(evaluation.rewards) == 3
+    # The weights file holds the network's own parameter names (no wrapper prefix).
+    import torch
+
+    names = torch.load(result.final_checkpoint, weights_only=True)["state_dict"].keys()
+    assert "gru.weight_ih_l0" in names and not any(n.startswith("inner.") for n in names)
+    bundle = build_package(spec, tmp_path / "bundle", missions=["training_facility_1"])
+    report = validate_package(bundle, missions=["training_facility_1"])
+    assert report.ok, report.errors
 
 
 @pytest.mark.parametrize(

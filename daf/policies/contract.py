@@ -5,8 +5,9 @@ missions it will train on, and names the first mismatch with the shape it expect
 - acting and evaluation: one step, every agent a row, the environment's full token count;
 - the update: a sequence of steps over a few rows (with fewer tokens when the network sets
   `variable_tokens = True`, because the trainer then trims the observations' padding);
-- recurrent state: `initial_state(B)` tensors with the batch on dimension 0 (DAF gathers and resets rows there),
-  returned by `forward` in the same shapes;
+- recurrent state: `initial_state(B)` tensors with the batch on dimension 0 (DAF gathers and resets rows there;
+  a network that declares `state_batch_dim` is checked through daf.policies.state_layout), returned by `forward`
+  in the same shapes;
 - a save/load round trip gives the same outputs.
 A network that breaks any of these would otherwise fail minutes later in the first update or in evaluation.
 """
@@ -70,7 +71,7 @@ def _check_state(name: str, state: Any, rows: int, reference: tuple | None = Non
             batch_dims = [d for d, size in enumerate(s.shape) if size == rows]
             hint = (
                 f"; its batch is on dimension {batch_dims[0]} (PyTorch's (num_layers, batch, hidden) layout?): "
-                "move it to dimension 0 in initial_state and forward"
+                f"declare `state_batch_dim = {batch_dims[0]}` on the network, or move it to dimension 0"
                 if batch_dims
                 else ""
             )

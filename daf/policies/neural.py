@@ -9,9 +9,10 @@ The trainable-policy contract (what a user's own policy class must meet to be tr
 - `tokens` is the environment's full token count (`policy_env_info.observation_shape[0]`) in every call, unless the
   network sets `variable_tokens = True`: then the PPO update passes the rollout with its trailing padding tokens
   trimmed (fewer tokens; DAF's own networks pool over tokens and do);
-- a recurrent network (`recurrent = True`) keeps its state as a tuple of tensors with the batch on dimension 0,
-  `(B, ...)`, from `initial_state` and `forward` alike (DAF gathers, resets and stores rows there; PyTorch's RNN
-  modules use `(num_layers, B, hidden)`: transpose around them);
+- a recurrent network (`recurrent = True`) keeps its state as a tuple of tensors, from `initial_state` and
+  `forward` alike, with the batch on dimension 0, `(B, ...)` (DAF gathers, resets and stores rows there), or on the
+  dimension it declares as `state_batch_dim` (1 for PyTorch's `(num_layers, B, hidden)`; daf.policies.state_layout
+  moves it for DAF);
 - `save_policy_data(path)` / `load_policy_data(path)` write and read the network's weights (torch.load with
   weights_only=True). `NeuralPolicy` below implements all of this; subclass it and set `network_class`.
 `daf.policies.contract.check_network_contract` checks all of it on the missions before training starts and names
@@ -32,6 +33,7 @@ from torch import nn
 from daf.errors import InputError
 from daf.files import UnsafeTorchFile, atomic_path, read_torch_file
 from daf.policies.base import DAFPolicy
+from daf.policies.state_layout import in_daf_layout
 from daf.policies.tokens import (
     EMPTY_LOCATION,
     FEATURE_VOCABULARY,
@@ -258,7 +260,7 @@ class NeuralPolicy(DAFPolicy):
         # and fork_rng puts it back: building a policy leaves the process's random state as it was.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.seed)
-            return self.network_class(self.layout, hidden_size).to(self.torch_device)
+            return in_daf_layout(self.network_class(self.layout, hidden_size).to(self.torch_device))
 
     def network(self) -> nn.Module:
         return self.net

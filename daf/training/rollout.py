@@ -27,7 +27,7 @@ class Rollout:
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
-    chunk_states: list[torch.Tensor]  # recurrent state at the start of each `horizon` chunk: (chunks, rows, H)
+    chunk_states: list[torch.Tensor]  # recurrent state at the start of each `horizon` chunk: (chunks, rows, ...)
     horizon: int  # steps per sequence the update replays
 
 
@@ -48,7 +48,7 @@ class RolloutBuffer:
         self.recurrent = getattr(net, "recurrent", False)
         chunks = num_steps // self.horizon
         self.chunk_states = (
-            [torch.zeros((chunks, n, s.shape[-1]), device=device) for s in net.initial_state(1, device)]
+            [torch.zeros((chunks, n, *s.shape[1:]), device=device) for s in net.initial_state(1, device)]
             if self.recurrent
             else []
         )
@@ -76,8 +76,9 @@ class RolloutBuffer:
             self.obs[t].copy_(self.host_obs, non_blocking=True)
             self.resets[t] = self.next_done
             if self.recurrent and t % horizon == 0:
-                for store, s in zip(self.chunk_states, self.state):
-                    store[t // horizon] = s * (1.0 - self.next_done).unsqueeze(-1)
+                keep = 1.0 - self.next_done
+                for store, s in zip(self.chunk_states, self.state):  # a state tensor is (rows, ...), any rank
+                    store[t // horizon] = s * keep.view(-1, *[1] * (s.dim() - 1))
             logits, value, self.state = net(self.obs[t : t + 1], self.state, self.resets[t : t + 1])
             # Same sampling as Categorical(logits=...).sample(), without building the distribution.
             log_probs = torch.log_softmax(logits[0], -1)

@@ -129,7 +129,7 @@ class _Sequences:
             name: getattr(rollout, name).reshape(-1)
             for name in ("actions", "logprobs", "resets", "values", "advantages", "returns")
         }
-        self.states = [s.reshape(-1, s.shape[-1]) for s in rollout.chunk_states]
+        self.states = [s.reshape(-1, *s.shape[2:]) for s in rollout.chunk_states]
 
     def gather(self, seq: torch.Tensor) -> _Minibatch:
         chunk, row = seq // self.rows, seq % self.rows
@@ -141,7 +141,7 @@ class _Sequences:
         step["resets"][0] = 0.0
         return _Minibatch(
             obs=self.obs.index_select(0, idx).view(*shape, *self.obs.shape[1:]),
-            # chunk_states[k] is (chunks, rows, H): the sequence's (chunk, row) entry is at chunk * rows + row == seq.
+            # chunk_states[k] is (chunks, rows, ...): the sequence's (chunk, row) entry is at chunk * rows + row == seq.
             state=tuple(s.index_select(0, seq) for s in self.states) if self.states else None,
             **step,
         )
