@@ -64,6 +64,35 @@ class DeclaredGRU(TorchLayoutGRU):
         return self.actor(y), self.critic(y).squeeze(-1), (h,)
 
 
+class StepFlatNet(nn.Module):  # PufferLib / CoGames style: one step, (B, tokens, 3) in, (logits, values) out
+    def __init__(self, layout, hidden_size=128):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(TOKENS * 3, hidden_size), nn.ReLU())
+        self.actor = nn.Linear(hidden_size, len(layout.action_names))
+        self.critic = nn.Linear(hidden_size, 1)
+
+    def forward_eval(self, observations, state=None):
+        h = self.body(observations[:, :TOKENS].float().flatten(1) / 255.0)
+        return self.actor(h), self.critic(h).squeeze(-1)
+
+
+class StepGRUNet(StepFlatNet):  # the same, recurrent: the new state comes back third, in PyTorch's layout
+    recurrent = True
+    state_batch_dim = 1
+
+    def __init__(self, layout, hidden_size=128):
+        super().__init__(layout, hidden_size)
+        self.gru = nn.GRU(hidden_size, hidden_size)
+
+    def initial_state(self, batch_size, device="cpu"):
+        return (torch.zeros(1, batch_size, self.gru.hidden_size, device=device),)
+
+    def forward_eval(self, observations, state):
+        x = self.body(observations[:, :TOKENS].float().flatten(1) / 255.0)
+        out, h = self.gru(x[None], state[0])
+        return self.actor(out[0]), self.critic(out[0]).squeeze(-1), (h,)
+
+
 class WrongValues(FlatNet):
     def forward(self, obs, state=None, resets=None):
         logits, values, state = super().forward(obs, state, resets)
@@ -84,6 +113,14 @@ class Wrong(NeuralPolicy):
 
 class TorchGRU(NeuralPolicy):
     network_class = DeclaredGRU
+
+
+class StepFlat(NeuralPolicy):
+    network_class = StepFlatNet
+
+
+class StepGRU(NeuralPolicy):
+    network_class = StepGRUNet
 """
 
 
@@ -108,14 +145,22 @@ def test_a_flat_projection_of_the_tokens_trains(tmp_path, make_package):
     assert result.global_step >= 512
 
 
-def test_a_gru_in_pytorchs_state_layout_trains_evaluates_and_packages(tmp_path, make_package):
+@pytest.mark.parametrize(
+    ("policy", "parameter"),
+    [
+        ("TorchGRU", "gru.weight_ih_l0"),  # PyTorch's state layout, declared with state_batch_dim
+        ("StepFlat", "body.0.weight"),  # forward_eval, one step at a time
+        ("StepGRU", "gru.weight_ih_l0"),  # forward_eval, recurrent, PyTorch's layout
+    ],
+)
+def test_networks_in_their_own_conventions_train_evaluate_and_package(tmp_path, make_package, policy, parameter):
     from mettagrid.policy.policy import PolicySpec
 
     from daf.evaluation import evaluate
     from daf.packaging import build_package, validate_package
 
     package = make_package(NETWORKS)
-    result = train(_config(tmp_path, f"{package}.TorchGRU", num_training_steps=512, run_id="torch-gru"))
+    result = train(_config(tmp_path, f"{package}.{policy}", num_training_steps=512, run_id=policy.lower()))
     assert result.global_step >= 512
     # Evaluation steps many episodes at once and resets rows: the state's batch must be where DAF expects it.
     spec = PolicySpec(class_path=result.class_path, data_path=result.final_checkpoint)
@@ -125,7 +170,7 @@ def test_a_gru_in_pytorchs_state_layout_trains_evaluates_and_packages(tmp_path, 
     import torch
 
     names = torch.load(result.final_checkpoint, weights_only=True)["state_dict"].keys()
-    assert "gru.weight_ih_l0" in names and not any(n.startswith("inner.") for n in names)
+    assert parameter in names and not any(n.startswith("inner.") for n in names)
     bundle = build_package(spec, tmp_path / "bundle", missions=["training_facility_1"])
     report = validate_package(bundle, missions=["training_facility_1"])
     assert report.ok, report.errors

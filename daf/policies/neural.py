@@ -13,6 +13,9 @@ The trainable-policy contract (what a user's own policy class must meet to be tr
   `forward` alike, with the batch on dimension 0, `(B, ...)` (DAF gathers, resets and stores rows there), or on the
   dimension it declares as `state_batch_dim` (1 for PyTorch's `(num_layers, B, hidden)`; daf.policies.state_layout
   moves it for DAF);
+- a network written one step at a time (PufferLib / CoGames: no `forward`, but
+    `forward_eval(observations (B, tokens, 3), state) -> (logits (B, num_actions), values (B,)[, new_state])`)
+  is run over sequences by daf.policies.step_networks;
 - `save_policy_data(path)` / `load_policy_data(path)` write and read the network's weights (torch.load with
   weights_only=True). `NeuralPolicy` below implements all of this; subclass it and set `network_class`.
 `daf.policies.contract.check_network_contract` checks all of it on the missions before training starts and names

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from daf.policies.step_networks import Stepwise, is_stepwise
+
 
 class BatchFirstState(nn.Module):
     """`inner`, whose state tensors keep the batch on dimension `inner.state_batch_dim`, with DAF's layout."""
@@ -45,6 +47,9 @@ class BatchFirstState(nn.Module):
 
 
 def in_daf_layout(net: nn.Module) -> nn.Module:
-    """The network as DAF drives it: wrapped when it declares a state batch dimension other than 0."""
+    """The network as DAF drives it: a one-step `forward_eval` network run over sequences (step_networks), and
+    wrapped here when it declares a state batch dimension other than 0."""
+    if is_stepwise(net):
+        net = Stepwise(net)
     batch_dim = getattr(net, "state_batch_dim", 0)
     return BatchFirstState(net) if getattr(net, "recurrent", False) and batch_dim != 0 else net
