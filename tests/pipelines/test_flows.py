@@ -311,6 +311,11 @@ def test_only_gpu_tasks_carry_a_tag():
     for task_ in (evaluate_task, train_task):
         assert configured(task_, DAFConfig()).tags == set()
         assert configured(task_, DAFConfig(), gpu=True).tags == {"gpu"}
+    # Sweep trials alike: a server-wide "gpu" limit spreads GPU trials over the GPUs.
+    from daf.tasks.sweeps import TaskRunnerStarter
+
+    assert TaskRunnerStarter(None, DAFConfig(), "sqlite://", gpu=False).task.tags == set()
+    assert TaskRunnerStarter(None, DAFConfig(), "sqlite://", gpu=True).task.tags == {"gpu"}
 
 
 def test_in_process_runs_skip_heartbeats_unless_configured(monkeypatch):
