@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from daf.config import DAFTrainingConfig
@@ -47,21 +49,6 @@ class TorchLayoutGRU(FlatNet):
     def forward(self, obs, state, resets=None):
         h, new = self.gru(self.body(obs[:, :, :TOKENS].float().flatten(2) / 255.0), state[0])
         return self.actor(h), self.critic(h).squeeze(-1), (new,)
-
-
-class DeclaredGRU(TorchLayoutGRU):
-    state_batch_dim = 1  # PyTorch's (layers, B, H), declared: DAF moves the batch for itself
-
-    def forward(self, obs, state, resets=None):
-        x = self.body(obs[:, :, :TOKENS].float().flatten(2) / 255.0)
-        h, outputs = state[0], []
-        for t in range(x.shape[0]):  # step by step: an episode may start (resets) inside the sequence
-            if resets is not None:
-                h = h * (1.0 - resets[t])[None, :, None]
-            out, h = self.gru(x[t : t + 1], h)
-            outputs.append(out)
-        y = torch.cat(outputs)
-        return self.actor(y), self.critic(y).squeeze(-1), (h,)
 
 
 class StepFlatNet(nn.Module):  # PufferLib / CoGames style: one step, (B, tokens, 3) in, (logits, values) out
@@ -111,10 +98,6 @@ class Wrong(NeuralPolicy):
     network_class = WrongValues
 
 
-class TorchGRU(NeuralPolicy):
-    network_class = DeclaredGRU
-
-
 class StepFlat(NeuralPolicy):
     network_class = StepFlatNet
 
@@ -148,19 +131,23 @@ def test_a_flat_projection_of_the_tokens_trains(tmp_path, make_package):
 @pytest.mark.parametrize(
     ("policy", "parameter"),
     [
-        ("TorchGRU", "gru.weight_ih_l0"),  # PyTorch's state layout, declared with state_batch_dim
+        ("gridnet.GRUPolicy", "gru.weight_ih_l0"),  # examples/gridnet: PyTorch's state layout, declared
         ("StepFlat", "body.0.weight"),  # forward_eval, one step at a time
         ("StepGRU", "gru.weight_ih_l0"),  # forward_eval, recurrent, PyTorch's layout
     ],
 )
-def test_networks_in_their_own_conventions_train_evaluate_and_package(tmp_path, make_package, policy, parameter):
+def test_networks_in_their_own_conventions_train_evaluate_and_package(
+    tmp_path, make_package, monkeypatch, policy, parameter
+):
     from mettagrid.policy.policy import PolicySpec
 
     from daf.evaluation import evaluate
     from daf.packaging import build_package, validate_package
 
     package = make_package(NETWORKS)
-    result = train(_config(tmp_path, f"{package}.{policy}", num_training_steps=512, run_id=policy.lower()))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "examples"))
+    class_path = policy if "." in policy else f"{package}.{policy}"
+    result = train(_config(tmp_path, class_path, num_training_steps=512, run_id=policy.lower()))
     assert result.global_step >= 512
     # Evaluation steps many episodes at once and resets rows: the state's batch must be where DAF expects it.
     spec = PolicySpec(class_path=result.class_path, data_path=result.final_checkpoint)
