@@ -25,11 +25,15 @@ class TrainingProgress:
     agent_steps_per_second: float
     episode_reward: float | None
 
+    @property
+    def reward_text(self) -> str:
+        """The reward as shown: 4 significant digits, `n/a` before any episode ended."""
+        return "n/a" if self.episode_reward is None else f"{self.episode_reward:.4g}"
+
     def message(self) -> str:
-        reward = "n/a" if self.episode_reward is None else f"{self.episode_reward:.4g}"
         return (
             f"step {self.step}/{self.total_steps}  {self.agent_steps_per_second:.0f} agent-steps/s  "
-            f"episode reward {reward}"
+            f"episode reward {self.reward_text}"
         )
 
 

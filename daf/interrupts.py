@@ -15,9 +15,11 @@ While a Prefect flow runs, Prefect's own SIGTERM handler raises `prefect.excepti
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,6 +87,19 @@ def kill_descendants() -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def stop_child_processes(grace_s: float = 30.0) -> None:
+    """SIGTERM to this process's multiprocessing children (worker processes), SIGKILL to any still alive after
+    `grace_s`: a worker that raises Interrupted on SIGTERM (raise_on_stop_signals) records what it keeps first."""
+    workers = multiprocessing.active_children()
+    for proc in workers:
+        proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in workers:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
 
 
 def raise_on_stop_signals() -> None:

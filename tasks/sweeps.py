@@ -5,7 +5,6 @@ it and never trains a finished trial again, so trials are not cached by Prefect.
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable
 
 from prefect import Task, get_run_logger, task
@@ -16,6 +15,7 @@ from prefect.task_runners import TaskRunner
 from daf.config import DAFSweepConfig
 from daf.events import TrialFinished
 from daf.faults import maybe_fail
+from daf.interrupts import stop_child_processes
 from daf.sweeps import TrialTicket, run_trial
 from daf.tasks.artifacts import ProgressArtifact
 from daf.tasks.common import RETRY_OPTIONS, log_event, retry_transient, training_progress
@@ -47,10 +47,9 @@ class TaskRunnerStarter:
 
     def stop(self) -> None:
         # Trials on threads stop at their next update by themselves (daf.interrupts.stop_requested); those in a
-        # process runner's worker processes are sent SIGTERM. A trial on a Dask worker runs to its end (Dask
+        # process runner's worker processes are stopped with them. A trial on a Dask worker runs to its end (Dask
         # cannot stop a running task) and records its outcome in the study itself.
-        for process in multiprocessing.active_children():
-            process.terminate()
+        stop_child_processes()
 
 
 def sweep_progress(config: DAFSweepConfig) -> Callable[[TrialFinished], None]:

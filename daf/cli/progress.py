@@ -102,8 +102,7 @@ class PipelineProgress(logging.Handler):
 
     def _training(self, task_run: str, event: TrainingProgress) -> None:
         step, total = event.step, event.total_steps
-        reward = "n/a" if event.episode_reward is None else f"{event.episode_reward:.4g}"
-        info = f"{event.agent_steps_per_second:.0f} agent-steps/s, episode reward {reward}"
+        info = f"{event.agent_steps_per_second:.0f} agent-steps/s, episode reward {event.reward_text}"
         if self.live:
             self._update(f"train:{task_run}", "training (agent-steps)", step, total, info)
         else:

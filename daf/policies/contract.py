@@ -6,7 +6,7 @@ missions it will train on, and names the first mismatch with the shape it expect
 - the update: a sequence of steps over a few rows (with fewer tokens when the network sets
   `variable_tokens = True`, because the trainer then trims the observations' padding);
 - recurrent state: `initial_state(B)` tensors with the batch on dimension 0 (DAF gathers and resets rows there;
-  a network that declares `state_batch_dim` is checked through daf.policies.state_layout), returned by `forward`
+  a network that declares `state_batch_dim` is checked through daf.policies.network_adapters), returned by `forward`
   in the same shapes;
 - a save/load round trip gives the same outputs.
 A network that breaks any of these would otherwise fail minutes later in the first update or in evaluation.

@@ -11,11 +11,11 @@ The trainable-policy contract (what a user's own policy class must meet to be tr
   trimmed (fewer tokens; DAF's own networks pool over tokens and do);
 - a recurrent network (`recurrent = True`) keeps its state as a tuple of tensors, from `initial_state` and
   `forward` alike, with the batch on dimension 0, `(B, ...)` (DAF gathers, resets and stores rows there), or on the
-  dimension it declares as `state_batch_dim` (1 for PyTorch's `(num_layers, B, hidden)`; daf.policies.state_layout
+  dimension it declares as `state_batch_dim` (1 for PyTorch's `(num_layers, B, hidden)`; daf.policies.network_adapters
   moves it for DAF);
 - a network written one step at a time (PufferLib / CoGames: no `forward`, but
     `forward_eval(observations (B, tokens, 3), state) -> (logits (B, num_actions), values (B,)[, new_state])`)
-  is run over sequences by daf.policies.step_networks;
+  is run over sequences by daf.policies.network_adapters;
 - `save_policy_data(path)` / `load_policy_data(path)` write and read the network's weights (torch.load with
   weights_only=True). `NeuralPolicy` below implements all of this; subclass it and set `network_class`.
 `daf.policies.contract.check_network_contract` checks all of it on the missions before training starts and names
@@ -36,7 +36,7 @@ from torch import nn
 from daf.errors import InputError
 from daf.files import UnsafeTorchFile, atomic_path, read_torch_file
 from daf.policies.base import DAFPolicy
-from daf.policies.state_layout import in_daf_layout
+from daf.policies.network_adapters import adapt_network
 from daf.policies.tokens import (
     EMPTY_LOCATION,
     FEATURE_VOCABULARY,
@@ -263,7 +263,7 @@ class NeuralPolicy(DAFPolicy):
         # and fork_rng puts it back: building a policy leaves the process's random state as it was.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.seed)
-            return in_daf_layout(self.network_class(self.layout, hidden_size).to(self.torch_device))
+            return adapt_network(self.network_class(self.layout, hidden_size).to(self.torch_device))
 
     def network(self) -> nn.Module:
         return self.net

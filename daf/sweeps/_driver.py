@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
-import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Protocol
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from daf.config import DAFSweepConfig, validate_search_space
 from daf.events import ProgressFn, TrialFinished
-from daf.interrupts import raise_on_stop_signals, request_stop, signal_of
+from daf.interrupts import raise_on_stop_signals, request_stop, signal_of, stop_child_processes
 from daf.sweeps._locking import study_lock
 from daf.sweeps._search import sampler, suggest
 from daf.sweeps._study import budget_left, counts_as_finished, fail_dead_trials, load_study, retry_interrupted
@@ -74,15 +73,8 @@ class InWorkerProcesses:
     def start(self, ticket: TrialTicket) -> Future:
         return self.pool.submit(run_trial, self.config, self.url, ticket)
 
-    def stop(self, grace_s: float = 30.0) -> None:
-        workers = multiprocessing.active_children()
-        for proc in workers:
-            proc.terminate()  # SIGTERM: Interrupted in the worker (raise_on_stop_signals), its trial queued again
-        deadline = time.monotonic() + grace_s
-        for proc in workers:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
+    def stop(self) -> None:
+        stop_child_processes()  # SIGTERM: Interrupted in the worker (raise_on_stop_signals), its trial queued again
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -120,7 +112,6 @@ class _Asker:
 
     def next(self) -> TrialTicket | None:
         with study_lock(self.url, self.config.name):
-            fail_dead_trials(self.study)
             trials = self.study.get_trials(deepcopy=False)
             finished = sum(counts_as_finished(t) for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -136,11 +127,11 @@ class _Asker:
             trial.set_user_attr("run_number", trial.user_attrs.get("run_number", trial.number))
             return TrialTicket(trial.number, params)
 
-    def running(self) -> set[int]:
-        """The numbers of the study's running trials (any run's), after re-queuing dead ones."""
+    def trials(self) -> dict[int, FrozenTrial]:
+        """The study's trials by number (every run's), after re-queuing those whose process died."""
         with study_lock(self.url, self.config.name):
             fail_dead_trials(self.study)
-        return {t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        return {t.number: t for t in self.study.get_trials(deepcopy=False)}
 
     def requeue(self, ticket: TrialTicket, reason: str) -> None:
         """The trial's process or runner failed it (not its training): queue it again, unless already done."""
@@ -159,19 +150,19 @@ def drive(
     in_flight: dict[int, tuple[TrialTicket, TrialFuture]] = {}
     try:
         while True:
+            trials = asker.trials()
+            # A trial of ours re-queued as dead (its worker lost, and the runner never reports back) frees its slot:
+            # its re-run is asked for like any other trial. One that finished is reported by its future.
+            for key, (ticket, _) in list(in_flight.items()):
+                trial = trials[ticket.number]
+                if trial.state != TrialState.RUNNING and not counts_as_finished(trial):
+                    del in_flight[key]
             while len(in_flight) < config.max_parallel_jobs and (ticket := asker.next()) is not None:
                 future = starter.start(ticket)
                 in_flight[id(future)] = (ticket, future)
                 future.add_done_callback(done.put)
-            running = asker.running()
-            if not in_flight and not running:
+            if not in_flight and not any(t.state == TrialState.RUNNING for t in trials.values()):
                 return
-            # A trial of ours re-queued as dead (its worker lost, and the runner never reports back) frees its slot:
-            # its re-run is asked for like any other trial.
-            for key in [k for k, (ticket, _) in in_flight.items() if ticket.number not in running]:
-                if _final(study, in_flight[key][0].number):
-                    continue  # it just finished: its future reports it
-                del in_flight[key]
             try:
                 finished = done.get(timeout=POLL_S)
             except queue.Empty:
@@ -191,9 +182,3 @@ def drive(
             request_stop(signum)  # trials on other threads of this process stop at their next update
         starter.stop()
         raise
-
-
-def _final(study: optuna.Study, number: int) -> bool:
-    """Whether the trial ended with an outcome of its own (not re-queued as interrupted)."""
-    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    return trial.state.is_finished() and not trial.user_attrs.get("interrupted")
