@@ -46,6 +46,7 @@ from daf.flows.sweep import sweep_flow
 from daf.flows.training import training_flow
 from daf.interrupts import Interrupted, stop_on_signals
 from daf.results import FAILED, INVALID_INPUT, ORCHESTRATION, PipelineResult
+from daf.tasks.common import quiet_run_logs
 
 FlowFn = Callable[..., State]
 
@@ -135,6 +136,7 @@ def _heartbeats_off(current: Any) -> bool:
 
 def _run(flow_fn: FlowFn, pipeline: str, cfg: DAFConfig, *args: Any) -> PipelineResult:
     started = time.perf_counter()
+    quiet_run_logs()  # before the client's first request (the embedded server's health check), not only in the flow
     # SIGINT/SIGTERM stop the pipeline at the next safe point; its result is written, then Interrupted is raised
     # (daf/interrupts.py): a stopped pipeline does not return as if it had merely failed.
     with stop_on_signals(), _in_process_settings():

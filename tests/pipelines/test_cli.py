@@ -301,6 +301,8 @@ def test_benchmark_subprocess_on_embedded_server(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+    # Progress, not Prefect's HTTP client: no per-request lines, also before the flow run starts.
+    assert "HTTP Request:" not in proc.stdout + proc.stderr
     for key in ("report_html", "deployment_package", "final_checkpoint", "result_path"):
         path = printed_path(proc.stdout, key)
         assert path.is_file() and path.is_relative_to(tmp_path), key
