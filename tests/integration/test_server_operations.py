@@ -170,3 +170,32 @@ def test_ui_calls_the_api_of_the_port_it_is_served_on(runs):
     with urllib.request.urlopen(f"{ui}/ui-settings", timeout=10) as response:
         settings = json.load(response)
     assert settings["api_url"] == runs.server.api_url
+
+
+def test_sweep_deployment_runs_its_trials_as_task_runs_on_a_worker(runs, worker, stack_dir):
+    # The sweep flow drives its study from the worker's flow-run process: each trial a task run of its own.
+    out = stack_dir / "sweep-out"
+    config = {
+        "name": "worker-sweep",
+        "policy_class_path": "mlp",
+        "missions": ["training_facility_1"],
+        "search_space": {"learning_rate": [0.0003, 0.001]},
+        "strategy": "grid",
+        "training_steps_per_trial": 2048,
+        "episodes_per_trial": 2,
+        "pruner": "none",
+        "training": {"num_envs": 4},
+        "device": "cpu",
+        "output_dir": str(out),
+    }
+    flow_run_id = runs.create("sweep/sweep-local", {"config": config})
+    run = runs.wait_final(flow_run_id, timeout=240, worker=worker)
+    assert run.state.is_completed(), f"{run.state}\n{runs.logs(flow_run_id)[-5:]}"
+    result = pipeline_result(out, flow_run_id)
+    assert result["status"] == "success", result["errors"]
+    assert sorted(t["params"]["learning_rate"] for t in result["outputs"]["trials"]) == [0.0003, 0.001]
+    assert all(t["state"] == "COMPLETE" for t in result["outputs"]["trials"])
+    with runs.client() as client:
+        task_runs = client.read_task_runs()
+    names = {t.name for t in task_runs if t.flow_run_id is not None and str(t.flow_run_id) == flow_run_id}
+    assert {"sweep worker-sweep trial 0", "sweep worker-sweep trial 1"} <= names, names
