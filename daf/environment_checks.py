@@ -180,21 +180,26 @@ def _check_network_contracts(report: EnvironmentReport, class_paths: list[str], 
     """DAF-trainable policy classes meet the network contract on each mission that builds (daf.policies.contract)."""
     from daf.missions import get_mission
     from daf.policies.contract import NetworkContractError, check_network_contract
-    from daf.policies.neural import NeuralPolicy
-    from daf.policies.registry import load_policy_class
+    from daf.policies.hosted import trainable_spec
+    from daf.policies.registry import NotTrainable, load_policy, require_trainable, resolve_class_path
     from daf.simulation import env_interface
 
     buildable = [m for m in missions if report.get(f"mission:{m}").status == OK]
     for path in class_paths:
         if report.get(f"policy:{path}").status != OK:
             continue
-        cls = load_policy_class(path)
-        if not issubclass(cls, NeuralPolicy):
-            continue
         for mission in buildable:
             config = get_mission(mission)
+            env = env_interface([config])
             try:
-                policy = cls(env_interface([config]), device="cpu")
+                require_trainable(path, env)
+            except NotTrainable:
+                break  # not a policy DAF trains: it has no network to check
+            except Exception as exc:  # building a user's policy can raise anything
+                report.add(f"network:{path}:{mission}", ERROR, f"the policy could not be built: {exc}")
+                continue
+            try:
+                policy = load_policy(trainable_spec(resolve_class_path(path), {}), env)
                 check_network_contract(policy, [config])
             except NetworkContractError as exc:
                 report.add(f"network:{path}:{mission}", ERROR, f"{exc} (see the contract in daf/policies/neural.py)")

@@ -10,7 +10,10 @@ from daf.config import DAFTrainingConfig
 from daf.training import TrainingError, train, validate_training_config
 
 NETWORKS = """
+from types import SimpleNamespace
+
 import torch
+from mettagrid.policy.policy import MultiAgentPolicy
 from torch import nn
 
 from daf.policies.neural import NeuralPolicy
@@ -90,6 +93,31 @@ class Flat(NeuralPolicy):
     network_class = FlatNet
 
 
+class SpecShaped(MultiAgentPolicy):  # the specification's example: `self.network`, a stub step_batch, no DAF base
+    def __init__(self, env_interface, seed=42):
+        super().__init__(env_interface)
+        self.seed = seed
+        self.network = StepFlatNet(SimpleNamespace(action_names=env_interface.all_action_names))
+
+    def step_batch(self, observations, actions):
+        pass
+
+
+class NetworkMethod(MultiAgentPolicy):  # mettagrid's own convention: network() returns the module
+    def __init__(self, env_interface, device="cpu"):
+        super().__init__(env_interface, device=device)
+        self._net = TorchLayoutGRU(SimpleNamespace(action_names=env_interface.all_action_names), 64)
+        self._net.state_batch_dim = 1
+
+    def network(self):
+        return self._net
+
+
+class NoNetwork(MultiAgentPolicy):  # scripted: nothing to train
+    def step_batch(self, observations, actions):
+        actions[...] = 0
+
+
 class GRU(NeuralPolicy):
     network_class = TorchLayoutGRU
 
@@ -134,6 +162,9 @@ def test_a_flat_projection_of_the_tokens_trains(tmp_path, make_package):
         ("gridnet.GRUPolicy", "gru.weight_ih_l0"),  # examples/gridnet: PyTorch's state layout, declared
         ("StepFlat", "body.0.weight"),  # forward_eval, one step at a time
         ("StepGRU", "gru.weight_ih_l0"),  # forward_eval, recurrent, PyTorch's layout
+        ("SpecShaped", "body.0.weight"),  # a plain MultiAgentPolicy setting self.network (forward_eval)
+        ("NetworkMethod", "gru.weight_ih_l0"),  # a plain MultiAgentPolicy with network(), PyTorch's layout
+        ("gridnet.PlainGRUPolicy", "gru.weight_ih_l0"),  # examples/gridnet/plain.py
     ],
 )
 def test_networks_in_their_own_conventions_train_evaluate_and_package(
@@ -187,10 +218,62 @@ def test_environment_validation_names_the_contract_mismatch(tmp_path, make_packa
     package = make_package(NETWORKS)
     report = daf_check_environment(
         missions=["training_facility_1"],
-        policy_class_paths=["lstm", f"{package}.GRU", "baseline"],
+        policy_class_paths=["lstm", f"{package}.GRU", f"{package}.SpecShaped", f"{package}.NoNetwork", "baseline"],
         output_dir=str(tmp_path / "out"),
     )
     assert report.get("network:lstm:training_facility_1").status == OK
     check = report.get(f"network:{package}.GRU:training_facility_1")
     assert check.status == ERROR and "its batch is on dimension 1" in check.message
-    assert not any(c.name.startswith("network:baseline") for c in report.checks)  # not trainable: not checked
+    assert report.get(f"network:{package}.SpecShaped:training_facility_1").status == OK  # plain, with a network
+    for untrained in ("baseline", f"{package}.NoNetwork"):  # not trainable: not checked
+        assert not any(c.name.startswith(f"network:{untrained}") for c in report.checks)
+
+
+def test_a_plain_policys_trained_weights_are_what_evaluation_and_mettagrids_loader_run(tmp_path, make_package):
+    import json
+
+    import torch
+    from mettagrid.policy.loader import initialize_or_load_policy
+    from mettagrid.policy.policy import PolicySpec
+
+    from daf.missions import get_mission
+    from daf.policies.hosted import HostedNetworkPolicy
+    from daf.policies.neural import CheckpointError
+    from daf.policies.registry import load_policy
+    from daf.simulation import env_interface
+
+    package = make_package(NETWORKS)
+    result = train(_config(tmp_path, f"{package}.SpecShaped", num_training_steps=512, run_id="spec"))
+    assert result.class_path == f"{package}.SpecShaped"
+    env = env_interface([get_mission("training_facility_1")])
+    trained = torch.load(result.final_checkpoint, weights_only=True)["state_dict"]
+
+    # DAF's loader runs the trained network through the adapter (the class's own step_batch is a stub and its
+    # load_policy_data, mettagrid's default, would ignore the file).
+    policy = load_policy(PolicySpec(class_path=result.class_path, data_path=result.final_checkpoint), env)
+    assert isinstance(policy, HostedNetworkPolicy) and policy.policy_class_path == f"{package}.SpecShaped"
+    loaded = policy.network().state_dict()
+    assert loaded.keys() == trained.keys() and all(torch.equal(loaded[k], trained[k]) for k in trained)
+    # Without DAF weights the class loads as itself.
+    assert type(load_policy(PolicySpec(class_path=result.class_path), env)).__name__ == "SpecShaped"
+
+    # The checkpoint's policy_spec.json loads the same through mettagrid's own loader.
+    spec_file = Path(result.final_checkpoint).with_name("policy_spec.json")
+    spec = json.loads(spec_file.read_text())
+    spec["data_path"] = str(spec_file.with_name(spec["data_path"]))
+    by_mettagrid = initialize_or_load_policy(env, PolicySpec(**spec))
+    assert isinstance(by_mettagrid, HostedNetworkPolicy)
+    assert torch.equal(by_mettagrid.network().state_dict()["body.0.weight"], trained["body.0.weight"])
+
+    # Weights of one class do not load into another by accident.
+    with pytest.raises(CheckpointError, match=f"holds the weights of {package}.SpecShaped, not of {package}.Network"):
+        load_policy(PolicySpec(class_path=f"{package}.NetworkMethod", data_path=result.final_checkpoint), env)
+
+
+def test_a_plain_policy_without_a_network_is_refused_before_training(tmp_path, make_package):
+    package = make_package(NETWORKS)
+    config = _config(tmp_path, f"{package}.NoNetwork", num_training_steps=512, run_id="none")
+    message = r"is not trainable: it must be a daf.policies.neural.NeuralPolicy, or a mettagrid MultiAgentPolicy whose "
+    with pytest.raises(TrainingError, match=message + r"`network` attribute \(or network\(\) method\)"):
+        validate_training_config(config)
+    assert not (tmp_path / "none").exists()

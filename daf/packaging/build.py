@@ -35,7 +35,8 @@ from daf.packaging.format import (
     digest,
     open_source,
 )
-from daf.policies.registry import check_spec
+from daf.policies.hosted import HOSTED_CLASS_PATH, hosted_spec
+from daf.policies.registry import check_spec, load_policy_class
 from daf.training.checkpoints import CONFIG_FILE, checkpoint_holding
 
 
@@ -59,14 +60,25 @@ def build_package(
     `source_checkpoint` defaults to the spec's data_path; when it is a DAF checkpoint, the training config DAF
     stored with it travels along (without machine paths) unless `training_config` is given.
     """
+    check_spec(policy_spec)
+    # A plain policy's DAF-trained weights ship as DAF loads them: through the network adapter, with the plain
+    # class's source in the bundle and its class path among the adapter's init kwargs (daf.policies.hosted).
+    policy_spec = hosted_spec(policy_spec)
     cls = check_spec(policy_spec)
     class_path = _canonical_class_path(cls)
-    name = _bundle_name(name, cls)
+    policy_cls = cls
+    if class_path == HOSTED_CLASS_PATH:
+        policy_cls = load_policy_class(policy_spec.init_kwargs["policy_class_path"])
+        canonical = _canonical_class_path(policy_cls)
+        policy_spec = policy_spec.model_copy(
+            update={"init_kwargs": {**policy_spec.init_kwargs, "policy_class_path": canonical}}
+        )
+    name = _bundle_name(name, policy_cls)
     missions = list(missions or [])
     for mission in missions:
         get_mission(mission)  # unknown names fail here, not when the bundle is validated elsewhere
 
-    files: dict[str, Path | bytes] = dict(policy_source_files(cls))
+    files: dict[str, Path | bytes] = dict(policy_source_files(policy_cls))
     data_arcname = None
     if policy_spec.data_path:
         data_file = Path(policy_spec.data_path)
@@ -132,7 +144,10 @@ def _add_file(files: dict[str, Path | bytes], arcname: str, source: Path | bytes
 def policy_source_files(cls: type) -> dict[str, Path]:
     """The files that make `cls` importable from a bundle root: {package-relative posix path: source file}.
 
-    Empty for classes in `daf` or in installed packages: those are dependencies, not part of the policy.
+    That is the class's module, the __init__.py of every package above it, and every other module of its top-level
+    package that is loaded now (importing the class loaded what it and those __init__ files import: a sibling
+    module left out would fail the bundle's import). Empty for classes in `daf` or in installed packages: those
+    are dependencies, not part of the policy.
     """
     module = sys.modules.get(cls.__module__)
     module_file = getattr(module, "__file__", None)
@@ -156,6 +171,10 @@ def policy_source_files(cls: type) -> dict[str, Path]:
             files[PurePosixPath(*parts[:depth], "__init__.py").as_posix()] = init
     if not is_package:
         files[PurePosixPath(*parts[:-1], f"{parts[-1]}.py").as_posix()] = path
+    for name, loaded in list(sys.modules.items()):
+        source = Path(getattr(loaded, "__file__", None) or "/").absolute()
+        if name.split(".")[0] == parts[0] and source.suffix == ".py" and source.is_relative_to(root / parts[0]):
+            files.setdefault(source.relative_to(root).as_posix(), source)
     return files
 
 

@@ -136,8 +136,7 @@ def _check_round_trip(policy: Any, obs: torch.Tensor) -> None:
     with tempfile.TemporaryDirectory(prefix="daf-contract-") as tmp:
         path = str(Path(tmp) / "weights.pt")
         policy.save_policy_data(path)
-        fresh = type(policy)(policy.policy_env_info, device=str(obs.device), seed=policy.seed + 1,
-                             hidden_size=getattr(policy, "hidden_size", 128))  # fmt: skip
+        fresh = policy.untrained_copy(seed=policy.seed + 1)
         fresh.load_policy_data(path)
     fresh_net = fresh.network().eval()
     after = fresh_net(obs[None], fresh_net.initial_state(obs.shape[0], obs.device))[0]

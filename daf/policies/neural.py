@@ -1,7 +1,8 @@
 """Trainable policies (`lstm`, `mlp`) and the network contract DAF's trainer relies on.
 
 The trainable-policy contract (what a user's own policy class must meet to be trained by DAF):
-- it is a `DAFPolicy` (so evaluation can reset rows) and `network()` returns a `torch.nn.Module` with
+- it is a `NeuralPolicy` subclass naming its `network_class`, or a plain mettagrid `MultiAgentPolicy` whose
+  `network` attribute (or `network()`) is the module, which DAF runs through daf.policies.hosted; the module has
     `initial_state(batch_size: int, device) -> tuple[Tensor, ...] | None`
     `forward(obs: uint8 Tensor (L, B, tokens, 3), state, resets: float Tensor (L, B))
         -> (logits (L, B, num_actions), values (L, B), new_state)`
@@ -316,9 +317,16 @@ class NeuralPolicy(DAFPolicy):
         u = self.rng.uniform(rows)[:, None] * cdf[:, -1:]
         return np.minimum((cdf < u).sum(-1), cdf.shape[-1] - 1)
 
+    def untrained_copy(self, seed: int) -> NeuralPolicy:
+        """A policy built as this one was, with the initial weights of `seed`."""
+        return type(self)(self.policy_env_info, device=self.device, seed=seed, hidden_size=self.hidden_size)
+
+    def weights_meta(self) -> dict[str, Any]:
+        """What a weights file records besides the weights (checked when it is loaded)."""
+        return {"hidden_size": self.hidden_size, "class": type(self).__name__, "vocabulary": VOCABULARY_VERSION}
+
     def save_policy_data(self, policy_data_path: str) -> None:
-        meta = {"hidden_size": self.hidden_size, "class": type(self).__name__, "vocabulary": VOCABULARY_VERSION}
-        save_weights(self.net, policy_data_path, meta)
+        save_weights(self.net, policy_data_path, self.weights_meta())
 
     def load_policy_data(self, policy_data_path: str) -> None:
         payload = load_weights(policy_data_path)

@@ -76,7 +76,12 @@ def check_spec(spec: PolicySpec) -> type[MultiAgentPolicy]:
 
 
 def load_policy(spec: PolicySpec, env: PolicyEnvInterface, device: str = "cpu", **extra: Any) -> MultiAgentPolicy:
-    """Instantiate a policy and load its data (mettagrid's loader semantics, DAF names first)."""
+    """Instantiate a policy and load its data (mettagrid's loader semantics, DAF names first). A plain policy's
+    DAF-trained weights load into the network adapter they were trained through (daf.policies.hosted)."""
+    from daf.policies.hosted import hosted_spec  # imports torch: only loading a policy needs it
+
+    check_spec(spec)
+    spec = hosted_spec(spec)
     cls = check_spec(spec)
     kwargs = {**spec.init_kwargs, **extra}
     if "device" in _init_params(cls):
@@ -100,19 +105,38 @@ def list_policies() -> dict[str, str]:
     return dict(DAF_POLICIES)
 
 
-def require_trainable(name: str) -> type[MultiAgentPolicy]:
-    """The policy's class when DAF's trainer can train it (a NeuralPolicy); NotTrainable, saying what would be,
-    otherwise. Whether its network() keeps the contract is daf.policies.contract's check, which needs a mission."""
-    from daf.policies.neural import NeuralPolicy  # neural imports torch: only a trainability question needs it
+def require_trainable(name: str, env: PolicyEnvInterface | None = None) -> type[MultiAgentPolicy]:
+    """The policy's class when DAF's trainer can train it; NotTrainable, saying what would be, otherwise.
+
+    Trainable: a NeuralPolicy, or a plain MultiAgentPolicy (not one of DAF's) that carries a network
+    (daf.policies.hosted). Whether an instance of a plain class carries one only an instance can say, so it is
+    built, for `env` (a mission's interface; the first mission's when None). Whether the network keeps the
+    contract is daf.policies.contract's check, which needs the missions.
+    """
+    from daf.policies.hosted import carries_network, is_plain_policy  # torch: only a trainability question needs it
+    from daf.policies.neural import NeuralPolicy
 
     cls = load_policy_class(name)
-    if not issubclass(cls, NeuralPolicy):
-        raise NotTrainable(
-            f"policy {name!r} is not trainable: it must be a daf.policies.neural.NeuralPolicy whose network() returns "
-            f"a torch.nn.Module (see the contract in daf/policies/neural.py); trainable here: "
-            f"{', '.join(trainable_policies())}"
-        )
-    return cls
+    if issubclass(cls, NeuralPolicy):
+        return cls
+    if is_plain_policy(cls):
+        if env is None:  # any mission's interface will do to ask whether the policy has a network at all
+            from daf.missions import get_mission, list_missions
+            from daf.simulation import env_interface
+
+            env = env_interface([get_mission(list_missions()[0])])
+        try:
+            if carries_network(cls, env):
+                return cls
+        except Exception as exc:  # building a user's policy can raise anything: say so, as bad input
+            raise PolicyResolutionError(
+                f"policy {name!r}: {cls.__qualname__}(...) raised {type(exc).__name__}: {exc}"
+            ) from None
+    raise NotTrainable(
+        f"policy {name!r} is not trainable: it must be a daf.policies.neural.NeuralPolicy, or a mettagrid "
+        "MultiAgentPolicy whose `network` attribute (or network() method) is a torch.nn.Module, meeting the contract "
+        f"in daf/policies/neural.py; trainable here: {', '.join(trainable_policies())}"
+    )
 
 
 def is_trainable(name: str) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from daf.files import UnsafeTorchFile, atomic_write_text, read_torch_file
+from daf.policies.hosted import HOSTED_CLASS_PATH, HostedNetworkPolicy
 from daf.policies.neural import CheckpointError, NeuralPolicy
 
 WEIGHTS_FILE = "policy.pt"
@@ -75,7 +76,10 @@ def save_checkpoint(
     try:
         policy.save_policy_data(str(tmp / WEIGHTS_FILE))
         torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
-        spec = {"class_path": class_path, "data_path": WEIGHTS_FILE, "init_kwargs": {"hidden_size": policy.hidden_size}}
+        init_kwargs: dict[str, Any] = {"hidden_size": policy.hidden_size}
+        if isinstance(policy, HostedNetworkPolicy):  # mettagrid's loader loads the weights through DAF's adapter
+            class_path, init_kwargs["policy_class_path"] = HOSTED_CLASS_PATH, policy.policy_class_path
+        spec = {"class_path": class_path, "data_path": WEIGHTS_FILE, "init_kwargs": init_kwargs}
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         final = root / f"step_{step:010d}"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import torch
-from mettagrid.policy.policy import PolicySpec
 
 from daf.config import RESUMABLE_CHANGES, DAFTrainingConfig
 from daf.errors import InputError
 from daf.missions import get_mission
 from daf.policies.contract import NetworkContractError, check_network_contract
+from daf.policies.hosted import trainable_spec
 from daf.policies.neural import NeuralPolicy, load_weights
 from daf.policies.registry import PolicyResolutionError, load_policy, require_trainable, resolve_class_path
 from daf.simulation import env_interface
@@ -38,11 +38,8 @@ def make_policy(config: DAFTrainingConfig, env_info, device: torch.device) -> tu
     """The untrained policy of `config` and its full class path; its initial weights come from `config.seed`."""
     try:
         class_path = resolve_class_path(config.policy_class_path)
-        policy = load_policy(
-            PolicySpec(class_path=class_path, init_kwargs={"hidden_size": config.hidden_size, "seed": config.seed}),
-            env_info,
-            device=str(device),
-        )
+        init_kwargs = {"hidden_size": config.hidden_size, "seed": config.seed}
+        policy = load_policy(trainable_spec(class_path, init_kwargs), env_info, device=str(device))
     except PolicyResolutionError as exc:
         raise TrainingError(str(exc)) from None
     return policy, class_path  # a NeuralPolicy keeping the network contract: validate_training_config checked it
@@ -63,7 +60,7 @@ def validate_training_config(config: DAFTrainingConfig) -> None:
         )
     resolve_device(config.device)
     try:
-        require_trainable(config.policy_class_path)
+        require_trainable(config.policy_class_path, env_interface(games))
     except PolicyResolutionError as exc:
         raise TrainingError(str(exc)) from None
     try:

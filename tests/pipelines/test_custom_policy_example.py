@@ -1,4 +1,5 @@
-"""examples/gridnet, a recurrent policy package outside DAF, through the four orchestrators by its class path."""
+"""examples/gridnet, recurrent policies outside DAF, through the four orchestrators by their class paths: a DAF
+`NeuralPolicy` subclass, and the specification's shape (a plain mettagrid `MultiAgentPolicy` setting `self.network`)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,13 @@ from daf.orchestrators import (
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MISSION = "training_facility_1"
-POLICY = "gridnet.GRUPolicy"
 SMALL = dict(num_envs=4, num_steps=32, bptt_horizon=8)
 
 
-@pytest.fixture
-def gridnet(monkeypatch):
+@pytest.fixture(params=["gridnet.GRUPolicy", "gridnet.PlainGRUPolicy"])
+def gridnet(monkeypatch, request):
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    yield POLICY
+    yield request.param
 
 
 def test_the_example_policy_trains_compares_sweeps_and_ships(gridnet, tmp_path):
@@ -39,11 +39,11 @@ def test_the_example_policy_trains_compares_sweeps_and_ships(gridnet, tmp_path):
     )
     assert trained.status == "success", trained.errors
     checkpoint = trained.outputs["final_checkpoint"]
-    assert Path(checkpoint).is_file() and trained.outputs["training"]["class_path"] == POLICY
+    assert Path(checkpoint).is_file() and trained.outputs["training"]["class_path"] == gridnet
     (evaluation,) = trained.outputs["evaluation_results"]
     assert evaluation["episodes"] == 2
 
-    entry = {"class_path": POLICY, "data_path": checkpoint, "name": "gridnet"}
+    entry = {"class_path": gridnet, "data_path": checkpoint, "name": "gridnet"}
     compared = daf_run_comparison_pipeline(
         policies=[entry, "baseline"], missions=[MISSION], episodes_per_mission=4, output_dir=out
     )
@@ -53,7 +53,7 @@ def test_the_example_policy_trains_compares_sweeps_and_ships(gridnet, tmp_path):
     sweep = DAFSweepConfig(
         name="gridnet",
         output_dir=out,
-        policy_class_path=POLICY,
+        policy_class_path=gridnet,
         missions=[MISSION],
         strategy="grid",
         search_space={"learning_rate": [0.001, 0.0003]},
