@@ -159,6 +159,7 @@ def test_a_flat_projection_of_the_tokens_trains(tmp_path, make_package):
 @pytest.mark.parametrize(
     ("policy", "parameter"),
     [
+        ("Flat", "body.0.weight"),  # an MLP over the raw tokens (no variable_tokens)
         ("gridnet.GRUPolicy", "gru.weight_ih_l0"),  # examples/gridnet: PyTorch's state layout, declared
         ("StepFlat", "body.0.weight"),  # forward_eval, one step at a time
         ("StepGRU", "gru.weight_ih_l0"),  # forward_eval, recurrent, PyTorch's layout
@@ -172,6 +173,7 @@ def test_networks_in_their_own_conventions_train_evaluate_and_package(
 ):
     from mettagrid.policy.policy import PolicySpec
 
+    from daf.comparison import compare_evaluations
     from daf.evaluation import evaluate
     from daf.packaging import build_package, validate_package
 
@@ -182,8 +184,11 @@ def test_networks_in_their_own_conventions_train_evaluate_and_package(
     assert result.global_step >= 512
     # Evaluation steps many episodes at once and resets rows: the state's batch must be where DAF expects it.
     spec = PolicySpec(class_path=result.class_path, data_path=result.final_checkpoint)
-    evaluation = evaluate(spec, "training_facility_1", episodes=3, seed=1, concurrent_episodes=3)
+    evaluation = evaluate(spec, "training_facility_1", episodes=3, seed=1, concurrent_episodes=3, policy_name="mine")
     assert len(evaluation.rewards) == 3
+    baseline = evaluate(PolicySpec(class_path="baseline"), "training_facility_1", episodes=3, seed=1)
+    compared = compare_evaluations([evaluation, baseline])
+    assert {row.policy for row in compared.leaderboard} == {"mine", "baseline"} and len(compared.pairwise) >= 1
     # The weights file holds the network's own parameter names (no wrapper prefix).
     import torch
 
