@@ -5,7 +5,9 @@ Both run the same trained LSTM weights on the same mission in this process. DAF 
 observation object per agent per step and calls the policy once per agent. Without `--checkpoint` a
 small LSTM is trained first (inside the bench, not timed). Figure: agent-steps/s; target DAF >= 5x.
 
-    python bench/eval_throughput.py [--quick] [--checkpoint WEIGHTS] [--mission NAME] [--episodes N]
+    python bench/eval_throughput.py [--quick] [--checkpoint WEIGHTS] [--mission NAME] [--episodes N] [--device cuda]
+
+`--device` is where both runners put the network (the training run for the weights stays on the CPU).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=8, help="DAF concurrent_episodes")
     parser.add_argument("--train-steps", type=int, default=None, help="default 100k, quick 30k")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the network runs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -73,8 +76,10 @@ def main() -> None:
         spec = PolicySpec(class_path=CLASS_PATH, data_path=weights)
 
         # DAF (warm-up episode first: imports and the first network call are not part of the rate)
-        evaluate(spec, args.mission, 1, seed=1, concurrent_episodes=1)
-        daf = evaluate(spec, args.mission, daf_episodes, seed=0, concurrent_episodes=args.concurrent)
+        evaluate(spec, args.mission, 1, seed=1, concurrent_episodes=1, device=args.device)
+        daf = evaluate(
+            spec, args.mission, daf_episodes, seed=0, concurrent_episodes=args.concurrent, device=args.device
+        )
         daf_rate = daf.agent_steps / daf.wall_time_s
 
         # mettagrid's runner, every agent driven by the same policy spec
@@ -88,7 +93,7 @@ def main() -> None:
             episodes=mg_episodes,
             seed=0,
             max_action_time_ms=60_000,
-            device="cpu",
+            device=args.device,
         )
         mg_wall = time.perf_counter() - start
         mg_steps = sum(ep.steps * len(ep.rewards) for ep in result.episodes)
@@ -96,7 +101,8 @@ def main() -> None:
         mg_reward = float(np.mean([sum(ep.rewards) for ep in result.episodes]))
 
     ratio = daf_rate / mg_rate
-    print(f"mission {args.mission}, LSTM weights {weights if args.checkpoint else '(trained above)'}")
+    source = weights if args.checkpoint else "(trained above)"
+    print(f"mission {args.mission}, device {args.device}, LSTM weights {source}")
     header = (
         f"{'runner':<44} {'episodes':>8} {'agent-steps':>12} {'wall s':>8} {'agent-steps/s':>14} {'mean reward':>12}"
     )

@@ -9,10 +9,15 @@ update and the final checkpoint/plot are left out); the overall rate reported by
 DAF's VecEnv alone (random actions; the trainer's own environment, which skips Simulation.step's Python
 wrapper) is measured too, with the trainer's ratio to it: a stricter bar than the target's.
 
-Targets: feed-forward >= 30% of raw, LSTM >= 20% of raw (pufferlib reaches ~25% / ~12%).
+Each policy runs once per entry of `--env-workers` (DAFTrainingConfig.num_env_workers; 0 = stepping in the
+learner's process, the reference), at otherwise equal settings; rows with env workers show their speed-up over
+the in-process row (target >= 1.3x, issue #19) and, like every trainer row, their share of the VecEnv-alone rate.
+
+Targets: feed-forward >= 30% of raw, LSTM >= 20% of raw (pufferlib reaches ~25% / ~12%); env workers >= 1.3x
+in-process.
 
     python bench/training_throughput.py [--quick] [--device cpu|cuda|auto] [--num-envs N] [--steps N]
-        [--threads N] [--mission NAME] [--policies mlp,lstm]
+        [--threads N] [--mission NAME] [--policies mlp,lstm] [--env-workers 0,1] [--no-overlap]
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from mettagrid_stepping import raw_stepping_rate  # noqa: E402
 
 from daf.config import DAFTrainingConfig  # noqa: E402
 from daf.training.ppo import train  # noqa: E402
-from daf.training.vecenv import VecEnv  # noqa: E402
+from daf.vecenv import VecEnv  # noqa: E402
 
 TARGETS = {"mlp": 0.30, "lstm": 0.20}
+WORKER_SPEEDUP_TARGET = 1.3
 
 
 def vecenv_rate(mission: str, num_envs: int, seconds: float) -> float:
@@ -54,10 +60,20 @@ def vecenv_rate(mission: str, num_envs: int, seconds: float) -> float:
 
 
 def trainer_rate(
-    policy: str, mission: str, steps: int, device: str, num_envs: int | None, threads: int | None, workdir: str
+    policy: str,
+    mission: str,
+    steps: int,
+    device: str,
+    num_envs: int | None,
+    threads: int | None,
+    workdir: str,
+    env_workers: int = 0,
+    overlap: bool = True,
 ) -> dict[str, float]:
     overrides = {"num_envs": num_envs} if num_envs else {}
     config = DAFTrainingConfig(
+        num_env_workers=env_workers,
+        env_overlap=overlap,
         policy_class_path=policy,
         missions=[mission],
         num_training_steps=steps,
@@ -104,7 +120,12 @@ def main() -> None:
     )
     parser.add_argument("--raw-seconds", type=float, default=None, help="seconds per raw measurement")
     parser.add_argument("--policies", default="mlp,lstm")
+    parser.add_argument(
+        "--env-workers", default="0,1", help="num_env_workers per trainer run, comma-separated; 0 is the reference"
+    )
+    parser.add_argument("--no-overlap", action="store_true", help="env_overlap false: one block, in-process numbers")
     args = parser.parse_args()
+    worker_counts = [int(w) for w in args.env_workers.split(",")]
     steps = args.steps or (60_000 if args.quick else 300_000)
     raw_seconds = args.raw_seconds or (2.0 if args.quick else 5.0)
     policies = args.policies.split(",")
@@ -114,7 +135,11 @@ def main() -> None:
     rates = {}
     with tempfile.TemporaryDirectory(prefix="daf-bench-") as workdir:
         for policy in policies:
-            rates[policy] = trainer_rate(policy, args.mission, steps, args.device, args.num_envs, args.threads, workdir)
+            for workers in worker_counts:
+                rates[policy, workers] = trainer_rate(
+                    policy, args.mission, steps, args.device, args.num_envs, args.threads, workdir, workers,
+                    not args.no_overlap,
+                )  # fmt: skip
     raw_after = raw_stepping_rate(args.mission, raw_seconds)
     raw = (raw_before["agent_steps_per_s"] + raw_after["agent_steps_per_s"]) / 2
     raw_cpu = (raw_before["agent_steps_per_cpu_s"] + raw_after["agent_steps_per_cpu_s"]) / 2
@@ -135,22 +160,35 @@ def main() -> None:
         f"   (wall before {raw_before['agent_steps_per_s']:,.0f}, after {raw_after['agent_steps_per_s']:,.0f})"
     )
     print(f"{'DAF VecEnv (random)':<24} {vecenv:>13,.0f} {vecenv / raw:>7.0%}   (the trainer's environment alone)")
-    for policy, r in rates.items():
+    for (policy, workers), r in rates.items():
         ratio, ratio_cpu = r["steady"] / raw, r["steady_cpu"] / raw_cpu
         target = TARGETS.get(policy)
         # PASS needs the wall ratio; the CPU ratio is shown for shared machines.
         verdict = "" if target is None else ("PASS" if ratio >= target else "MISS")
         target_s = "" if target is None else f">={target:.0%}"
+        where = "in-process" if workers == 0 else f"{workers} env worker{'s' if workers > 1 else ''}"
         print(
-            f"{'trainer ' + policy:<24} {r['steady']:>13,.0f} {ratio:>7.1%} {r['steady_cpu']:>12,.0f} "
+            f"{f'trainer {policy} {where}':<24} {r['steady']:>13,.0f} {ratio:>7.1%} {r['steady_cpu']:>12,.0f} "
             f"{ratio_cpu:>7.1%} {target_s:>7} {verdict:>7}"
             f"   (overall {r['overall']:,.0f}/s wall; {r['updates']} updates; last reward {r['reward']})"
         )
     print(
-        "vs the trainer's own environment: "
-        + ", ".join(f"{policy} {r['steady'] / vecenv:.1%}" for policy, r in rates.items())
+        "vs the trainer's own environment (VecEnv alone): "
+        + ", ".join(f"{policy}/{workers} workers {r['steady'] / vecenv:.1%}" for (policy, workers), r in rates.items())
         + " (targets are set against raw mettagrid stepping, the first row)"
     )
+    for policy in policies:
+        reference = rates.get((policy, 0))
+        for workers in worker_counts:
+            if reference is None or workers == 0:
+                continue
+            speedup = rates[policy, workers]["steady"] / reference["steady"]
+            verdict = "PASS" if speedup >= WORKER_SPEEDUP_TARGET else "MISS"
+            print(
+                f"env workers: {policy} with {workers} vs in-process: {speedup:.2f}x wall "
+                f"(target >= {WORKER_SPEEDUP_TARGET}x: {verdict}); CPU-time rate "
+                f"{rates[policy, workers]['steady_cpu'] / reference['steady_cpu']:.2f}x (the learner's process only)"
+            )
 
 
 if __name__ == "__main__":

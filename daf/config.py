@@ -184,6 +184,19 @@ class DAFTrainingConfig(DAFConfig):
         "rollout always uses 1 thread on CPU",
     )
     progress: Annotated[bool, Role.EXECUTION, Role.SWEEP_OWNED] = True
+    num_env_workers: Annotated[int, Role.RESUMABLE] = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="processes that step the environments, each a contiguous share of num_envs (0: the learner's "
+        "own process steps them); see daf/vecenv/pool.py",
+    )
+    env_overlap: Annotated[bool, Role.RESUMABLE] = Field(
+        default=True,
+        description="with env workers: step half of the environments while the learner acts on the other half "
+        "(faster; the same seed gives the same weights for any num_env_workers >= 1); false: act on all rows at "
+        "once, giving exactly the weights of in-process stepping",
+    )
 
     # PPO hyperparameters
     learning_rate: Annotated[float, Role.HYPERPARAMETER] = Field(default=1e-3, ge=0.0, le=1.0)
@@ -212,6 +225,11 @@ class DAFTrainingConfig(DAFConfig):
     def _rollout_divides(self) -> DAFTrainingConfig:
         if self.num_steps % self.bptt_horizon and self.bptt_horizon < self.num_steps:
             raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of bptt_horizon ({self.bptt_horizon})")
+        if self.num_env_workers > self.num_envs:
+            raise ValueError(
+                f"num_env_workers ({self.num_env_workers}) must not exceed num_envs ({self.num_envs}): each worker "
+                "steps at least one environment"
+            )
         return self
 
 

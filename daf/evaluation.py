@@ -12,7 +12,6 @@ policy's actions with an `ActionTally`.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -27,13 +26,7 @@ from daf.missions import get_mission, with_map_seed
 from daf.policies.base import DAFPolicy
 from daf.policies.registry import check_spec, load_policy
 from daf.policies.rng import row_seeds
-from daf.simulation import EpisodeOutcome, SimBatch, env_interface
-
-
-def episode_seed(seed: int, mission: str, episode: int) -> int:
-    """A map/episode seed from (seed, mission, i): stable across processes and Python versions."""
-    digest = hashlib.sha256(f"{seed}:{mission}:{episode}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+from daf.simulation import EpisodeOutcome, SimBatch, env_interface, episode_seed
 
 
 @dataclass

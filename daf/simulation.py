@@ -6,6 +6,8 @@ are row slices of shared arrays, so a policy sees every agent of every slot in o
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +54,20 @@ class EpisodeOutcome:
         )
 
 
+# Makes a named buffer of a SimBatch or VecEnv: (name, shape, dtype) -> a zeroed array of that shape.
+Allocate = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
+
+
+def allocate_zeros(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return np.zeros(shape, dtype=dtype)
+
+
+def episode_seed(seed: int, mission: str, episode: int) -> int:
+    """A map/episode seed from (seed, mission, i): stable across processes and Python versions."""
+    digest = hashlib.sha256(f"{seed}:{mission}:{episode}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def env_interface(configs: list[MettaGridConfig]) -> PolicyEnvInterface:
     """The shared policy interface of several missions; they must agree on observations and actions."""
     first = PolicyEnvInterface.from_mg_cfg(configs[0])
@@ -66,21 +82,28 @@ def env_interface(configs: list[MettaGridConfig]) -> PolicyEnvInterface:
 
 
 class SimBatch:
-    """Slots of simulations over shared buffers; slot i owns rows `rows[i]`."""
+    """Slots of simulations over shared buffers; slot i owns rows `rows[i]`.
 
-    def __init__(self, slot_configs: list[MettaGridConfig]):
+    `allocate(name, shape, dtype)` makes the buffers the simulations write into: zeroed numpy arrays by default;
+    views of shared memory in daf.vecenv's worker processes, which step their slots into the learner's arrays."""
+
+    def __init__(
+        self,
+        slot_configs: list[MettaGridConfig],
+        allocate: Allocate = allocate_zeros,
+    ):
         self.configs = slot_configs
         counts = [cfg.game.num_agents for cfg in slot_configs]
         starts = np.concatenate([[0], np.cumsum(counts)])
         self.rows = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
         n = int(starts[-1])
         obs_shape = PolicyEnvInterface.from_mg_cfg(slot_configs[0]).observation_shape
-        self.observations = np.zeros((n, *obs_shape), dtype=dtype_observations)
-        self.terminals = np.zeros(n, dtype=dtype_terminals)
-        self.truncations = np.zeros(n, dtype=dtype_truncations)
-        self.rewards = np.zeros(n, dtype=dtype_rewards)
+        self.observations = allocate("observations", (n, *obs_shape), dtype_observations)
+        self.terminals = allocate("terminals", (n,), dtype_terminals)
+        self.truncations = allocate("truncations", (n,), dtype_truncations)
+        self.rewards = allocate("rewards", (n,), dtype_rewards)
         self.masks = np.ones(n, dtype=dtype_masks)
-        self.actions = np.zeros(n, dtype=dtype_actions)
+        self.actions = allocate("actions", (n,), dtype_actions)
         self._teacher = np.zeros(n, dtype=dtype_actions)
         self._vibe = np.zeros(n, dtype=dtype_actions)
         self.sims: list[Simulation | None] = [None] * len(slot_configs)

@@ -240,6 +240,7 @@ def test_the_field_lists_derived_from_the_roles():
     assert RESUMABLE_CHANGES == EXECUTION_FIELDS | {
         "num_training_steps", "checkpoint_interval", "max_checkpoints_to_keep", "eval_missions", "eval_episodes",
         "output_dir", "checkpoint_dir", "run_id", "device", "gpu_memory_fraction", "torch_threads",
+        "num_env_workers", "env_overlap",
     }  # fmt: skip
 
 

@@ -71,20 +71,30 @@ def alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its exit status is left to collect
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def result_of(out_dir: Path) -> dict:
     (path,) = out_dir.glob("runs/*/pipeline_result.json")
     return json.loads(path.read_text())
 
 
-def test_sigterm_stops_training_keeps_its_checkpoint_and_leaves_nothing_running(tmp_path):
+@pytest.mark.parametrize("env_workers", [0, 2])
+def test_sigterm_stops_training_keeps_its_checkpoint_and_leaves_nothing_running(tmp_path, env_workers):
     out = tmp_path / "out"
     run = Run(["train", "--policy", "mlp", "--mission", "training_facility_1", "--steps", "5000000",
                "--run-id", "stopped", "--output-dir", str(out), "--set", "checkpoint_interval=4096",
-               "--set", "num_envs=4"], tmp_path / "home")  # fmt: skip
+               "--set", "num_envs=4", "--set", f"num_env_workers={env_workers}"], tmp_path / "home")  # fmt: skip
     deadline = time.monotonic() + 180
     while not list((out / "checkpoints" / "stopped" / "checkpoints").glob("step_*")):  # mid-run, one checkpoint kept
         assert run.proc.poll() is None and time.monotonic() < deadline, "training did not reach a checkpoint"
         time.sleep(0.2)
+    workers = [pid for pid in descendants(run.proc.pid) if b"daf.vecenv._worker" in _cmdline(pid)]
+    assert len(workers) == env_workers
     code, children, stdout = run.stop(signal.SIGTERM)
 
     assert code == 143, stdout

@@ -6,7 +6,7 @@
 - validation: what refuses a training request, and when
 - process_state: the process-wide settings a run changes, scoped to it; the run's own random streams
 - checkpoints, metrics, curves: run directories and checkpoints, metrics.jsonl, the learning-curve PNG
-- vecenv: the vector environment
+The vector environment it steps (in process or in env worker processes) is daf.vecenv.
 """
 
 from daf.training.ppo import StopTraining, TrainingResult, train

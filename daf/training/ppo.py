@@ -50,7 +50,7 @@ from daf.training.validation import (
     resolve_device,
     validate_training_config,
 )
-from daf.training.vecenv import VecEnv
+from daf.vecenv import EnvWorkerPool, VecEnv, make_vecenv
 
 # Called after every update with (global_step, policy); may raise StopTraining (e.g. a pruned sweep trial).
 UpdateHook = Callable[[int, NeuralPolicy], None]
@@ -113,7 +113,7 @@ def _train(
     on_update: UpdateHook | None,
 ) -> TrainingResult:
     rollout_threads, update_threads = thread_counts(device, config.torch_threads)
-    envs = VecEnv(config.missions, config.num_envs, config.seed)
+    envs = make_vecenv(config.missions, config.num_envs, config.seed, config.num_env_workers, config.env_overlap)
     try:
         run = _start_or_resume(config, run_id, run_dir, envs, device)
         buffer = RolloutBuffer(envs, run.net, config.num_steps, config.bptt_horizon, device)
@@ -191,7 +191,9 @@ class _Run:
         )
 
 
-def _start_or_resume(config: DAFTrainingConfig, run_id: str, run_dir: Path, envs: VecEnv, device: torch.device) -> _Run:
+def _start_or_resume(
+    config: DAFTrainingConfig, run_id: str, run_dir: Path, envs: VecEnv | EnvWorkerPool, device: torch.device
+) -> _Run:
     """The run from its last complete checkpoint (weights, optimizer, random stream, counters), else a fresh one,
     warm-started from `policy_data_path` when given. Weights load before the optimizer exists: loading may rebuild
     the network (another hidden size), and the optimizer must hold it."""

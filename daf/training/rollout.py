@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from daf.policies.tokens import trim_padding
-from daf.training.vecenv import VecEnv
+from daf.vecenv import EnvWorkerPool, VecEnv
 
 
 @dataclass
@@ -35,7 +35,9 @@ class RolloutBuffer:
     """Storage every rollout of a run reuses, and what carries over from one rollout to the next: whether each
     row's episode just ended, and the network's recurrent state."""
 
-    def __init__(self, envs: VecEnv, net: nn.Module, num_steps: int, bptt_horizon: int, device: torch.device):
+    def __init__(
+        self, envs: VecEnv | EnvWorkerPool, net: nn.Module, num_steps: int, bptt_horizon: int, device: torch.device
+    ):
         n = envs.num_rows
         self.steps, self.horizon, self.device = num_steps, min(bptt_horizon, num_steps), device
         self.batch_size = num_steps * n  # agent-steps per rollout
@@ -60,6 +62,7 @@ class RolloutBuffer:
         # per step is the sampled actions.
         self.host_obs = torch.from_numpy(envs.observations)
         self.host_dones = torch.from_numpy(envs.dones)
+        self.host_step_rewards = torch.from_numpy(envs.rewards)
         self.host_rewards = torch.zeros((num_steps, n), dtype=torch.float32)
         if device.type == "cuda":
             self.host_rewards = self.host_rewards.pin_memory()
@@ -67,31 +70,57 @@ class RolloutBuffer:
         self.state = net.initial_state(n, device)
 
     @torch.no_grad()
-    def collect(self, envs: VecEnv, net: nn.Module, generator: torch.Generator) -> torch.Tensor:
+    def collect(self, envs: VecEnv | EnvWorkerPool, net: nn.Module, generator: torch.Generator) -> torch.Tensor:
         """Act `num_steps` steps in every row, sampling actions from `generator`; returns the value of the
-        observation after the last step, which the advantages bootstrap from."""
+        observation after the last step, which the advantages bootstrap from.
+
+        Rows come in the environment's blocks: each block is inferred and sent off to step while the next one is
+        inferred (with env workers and two blocks, stepping overlaps inference; in process, one block steps at
+        once). A block's observations, rewards and dones are read only once `wait` says it has stepped."""
         net.eval()
         horizon = self.horizon
         for t in range(self.steps):
-            self.obs[t].copy_(self.host_obs, non_blocking=True)
-            self.resets[t] = self.next_done
-            if self.recurrent and t % horizon == 0:
-                keep = 1.0 - self.next_done
-                for store, s in zip(self.chunk_states, self.state):  # a state tensor is (rows, ...), any rank
-                    store[t // horizon] = s * keep.view(-1, *[1] * (s.dim() - 1))
-            logits, value, self.state = net(self.obs[t : t + 1], self.state, self.resets[t : t + 1])
-            # Same sampling as Categorical(logits=...).sample(), without building the distribution.
-            log_probs = torch.log_softmax(logits[0], -1)
-            action = torch.multinomial(log_probs.exp(), 1, True, generator=generator)
-            self.logprobs[t] = log_probs.gather(-1, action).squeeze(-1)
-            action = action.squeeze(-1)
-            self.actions[t], self.values[t] = action, value[0]
-            self.host_rewards[t] = torch.from_numpy(envs.step(action.cpu().numpy()))
-            self.next_done = self.host_dones.to(self.device, copy=True, non_blocking=True)
+            for block, rows in enumerate(envs.blocks):
+                envs.wait(block)  # its step t-1 (the previous step's rewards and dones; this step's observations)
+                if t > 0:  # at t = 0, next_done carries over from the previous rollout (all ones at the start)
+                    self.host_rewards[t - 1, rows] = self.host_step_rewards[rows]
+                    self.next_done[rows] = self.host_dones[rows].to(self.device, non_blocking=True)
+                self.obs[t, rows].copy_(self.host_obs[rows], non_blocking=True)
+                self.resets[t, rows] = self.next_done[rows]
+                state = self._state_rows(rows)
+                if self.recurrent and t % horizon == 0:
+                    keep = 1.0 - self.next_done[rows]
+                    for store, s in zip(self.chunk_states, state):  # a state tensor is (rows, ...), any rank
+                        store[t // horizon, rows] = s * keep.view(-1, *[1] * (s.dim() - 1))
+                logits, value, state = net(self.obs[t : t + 1, rows], state, self.resets[t : t + 1, rows])
+                self._set_state_rows(rows, state)
+                # Same sampling as Categorical(logits=...).sample(), without building the distribution.
+                log_probs = torch.log_softmax(logits[0], -1)
+                action = torch.multinomial(log_probs.exp(), 1, True, generator=generator)
+                self.logprobs[t, rows] = log_probs.gather(-1, action).squeeze(-1)
+                action = action.squeeze(-1)
+                self.actions[t, rows], self.values[t, rows] = action, value[0]
+                envs.send(block, action.cpu().numpy())
+        for block in range(len(envs.blocks)):
+            envs.wait(block)
+        self.host_rewards[self.steps - 1] = self.host_step_rewards
+        self.next_done = self.host_dones.to(self.device, copy=True, non_blocking=True)
         next_obs = self.host_obs.to(self.device)
         self.rewards.copy_(self.host_rewards, non_blocking=True)
         _, next_value, _ = net(next_obs[None], self.state, self.next_done[None])
         return next_value[0]
+
+    def _state_rows(self, rows: slice) -> tuple[torch.Tensor, ...] | None:
+        if self.state is None or rows == slice(0, len(self.next_done)):
+            return self.state
+        return tuple(s[rows] for s in self.state)
+
+    def _set_state_rows(self, rows: slice, state: tuple[torch.Tensor, ...] | None) -> None:
+        if self.state is None or rows == slice(0, len(self.next_done)):
+            self.state = state
+        else:
+            for whole, part in zip(self.state, state):
+                whole[rows] = part
 
     def for_update(self, advantages: torch.Tensor, returns: torch.Tensor) -> Rollout:
         return Rollout(

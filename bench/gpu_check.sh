@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU check (issue #19), for a machine with an NVIDIA GPU and ~16 cores, in one call of under 10 minutes:
+#   1. the CUDA tests (tests/test_cuda.py; skipped on machines without CUDA, so they run only here),
+#   2. bench/training_throughput.py on cuda for mlp and lstm with 512 rows (128 envs x 4 agents), in-process and
+#      with env workers,
+#   3. evaluation throughput on cuda (bench/eval_throughput.py --device cuda),
+#   4. GPU utilisation sampled by nvidia-smi while 2 runs,
+# then one table of the figures at the end. Run from the repository root after scripts/bootstrap.sh:
+#   bash bench/gpu_check.sh            (writes its logs under ${OUT:-/tmp}/gpu_check/)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+LOGS="${OUT:-/tmp}/gpu_check"
+mkdir -p "$LOGS"
+WORKERS="${GPU_CHECK_WORKERS:-8}"
+STEPS="${GPU_CHECK_STEPS:-1000000}"
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$LOGS/gpu.txt"
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" \
+  | tee -a "$LOGS/gpu.txt"
+
+echo "== CUDA tests"
+timeout 240 "$PY" -m pytest -q tests/test_cuda.py -p no:cacheprovider 2>&1 | tee "$LOGS/cuda_tests.txt" | tail -5
+
+echo "== training throughput on cuda (nvidia-smi sampling utilisation)"
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 500 >"$LOGS/gpu_util.csv" &
+SMI=$!
+timeout 300 "$PY" bench/training_throughput.py --device cuda --num-envs 128 --steps "$STEPS" --raw-seconds 3 \
+  --env-workers "0,$WORKERS" 2>&1 | tee "$LOGS/training_throughput.txt" | tail -12
+kill "$SMI" 2>/dev/null
+
+echo "== evaluation throughput on cuda"
+timeout 120 "$PY" bench/eval_throughput.py --quick --device cuda 2>&1 | tee "$LOGS/eval_throughput.txt" | tail -4
+
+echo
+echo "================ GPU check summary ================"
+cat "$LOGS/gpu.txt"
+echo "CUDA tests:          $(grep -E 'passed|failed|error' "$LOGS/cuda_tests.txt" | tail -1)"
+grep -E '^trainer |^env workers:' "$LOGS/training_throughput.txt"
+awk -F', ' 'NF >= 2 { n++; s += $1; if ($1 > m) m = $1; if ($2 > mem) mem = $2 }
+  END { if (n) printf "GPU utilisation during training: mean %.0f%%, max %d%% over %d samples; max memory %d MiB\n", s / n, m, n, mem }' \
+  "$LOGS/gpu_util.csv"
+grep -iE 'agent-steps/s|x ' "$LOGS/eval_throughput.txt" | tail -3
