@@ -62,6 +62,7 @@ def benchmark_flow(config: DAFBenchmarkConfig) -> State:
                 stats_required=False,
                 alpha=config.alpha,
                 correction=config.correction,
+                training_metrics={name: out["metrics_path"] for name, out in outputs.get("training", {}).items()},
             )
         if config.create_deployment_package:
             best = best_policy(evaluations, names[: len(entries)], outputs.get("statistics"))

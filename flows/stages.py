@@ -75,9 +75,11 @@ def compare_and_report(
     stats_required: bool,
     alpha: float = 0.05,
     correction: str = "holm",
+    training_metrics: dict[str, str] | None = None,
 ) -> None:
     """Statistics (stage `stats_stage`), then the report and UI artifacts (stage REPORT_STAGE, optional); outputs
-    go into the pipeline result. The missions and episodes are the evaluations' own."""
+    go into the pipeline result. The missions and episodes are the evaluations' own; `training_metrics` (policy
+    name -> its training run's metrics.jsonl) puts learning curves in the report."""
     missions = list(dict.fromkeys(ev["mission"] for ev in evaluations))
     episodes = len(evaluations[0]["rewards"])
     statistics = pipeline.stage(
@@ -96,7 +98,14 @@ def compare_and_report(
     outputs["summary_statistics"] = summary_statistics(statistics)
     metadata: dict[str, Any] = report_metadata(entries, names, missions, episodes, config.seed)
     report = pipeline.stage(
-        REPORT_STAGE, report_task, statistics, metadata, str(pipeline.run_dir / "report"), title, required=False
+        REPORT_STAGE,
+        report_task,
+        statistics,
+        metadata,
+        str(pipeline.run_dir / "report"),
+        title,
+        training_metrics,
+        required=False,
     )
     if report is None:
         return

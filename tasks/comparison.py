@@ -7,6 +7,8 @@ is always written: it goes into the new run's own directory.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 from prefect.cache_policies import CacheKeyFnPolicy
 
@@ -16,6 +18,7 @@ from daf.faults import maybe_fail
 from daf.reports import write_report
 from daf.stats import ComparisonStatistics
 from daf.tasks.common import make_cache_key
+from daf.training.metrics import read_metrics
 
 
 def _statistics_key(context, parameters) -> str:
@@ -30,9 +33,15 @@ def statistics_task(evaluations: list[dict], alpha: float, correction: str, seed
 
 
 @task(name="report")
-def report_task(statistics: dict, metadata: dict, output_dir: str, title: str) -> dict:
+def report_task(
+    statistics: dict, metadata: dict, output_dir: str, title: str, training_metrics: dict[str, str] | None = None
+) -> dict:
+    """`training_metrics`: policy name -> metrics.jsonl of the run that trained it (its learning curve)."""
     maybe_fail("report")
-    paths = write_report(ComparisonStatistics.from_dict(statistics), metadata, output_dir, title=title)
+    curves = {name: read_metrics(Path(path)) for name, path in (training_metrics or {}).items()}
+    paths = write_report(
+        ComparisonStatistics.from_dict(statistics), metadata, output_dir, title=title, training_metrics=curves
+    )
     return {
         "html": str(paths.html),
         "json": str(paths.json),

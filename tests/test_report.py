@@ -133,3 +133,52 @@ def test_accepts_dict_minimal_metadata_and_single_policy(tmp_path):
     write_report(res, {"seed": 3}, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report.json", "summary.md"]
     assert json.loads(paths.json.read_text())["metadata"] == {"seed": 3}
+
+
+def _metrics(updates: int = 12) -> list[dict]:
+    return [
+        {"step": 4096 * (i + 1), "episode_reward": 10.0 + 5 * i, "episodes": 4, "policy_loss": -0.01,
+         "value_loss": 1.0 / (i + 1), "entropy": 1.6 - 0.05 * i, "approx_kl": 0.01, "clipfrac": 0.1}
+        for i in range(updates)
+    ]  # fmt: skip
+
+
+def _chromium(*args: str) -> str:
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "chromium not installed: run scripts/install_test_services.sh (as root)"
+    out = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+def test_the_learning_curves_of_trained_policies_render_in_chromium(tmp_path, stats, metadata):
+    import html as html_lib
+    import re
+
+    paths = write_report(
+        stats, metadata, tmp_path / "r", training_metrics={EVIL: _metrics(), "good_policy": _metrics(3)}
+    )
+    page = paths.html.read_text(encoding="utf-8")
+    parser = StrictParser()
+    parser.feed(page)
+    assert parser.stack == []
+    dom = _chromium("--dump-dom", paths.html.resolve().as_uri())
+    figure = r'<figure class="learning-curve">\s*<figcaption>(.*?)</figcaption>\s*<img alt="(.*?)" src="(data:[^"]+)"'
+    figures = re.findall(figure, dom)
+    assert [html_lib.unescape(caption) for caption, _, _ in figures] == [EVIL, "good_policy"]  # shown as typed
+    assert "<script>alert" not in dom
+    # Chromium decodes each figure: a page holding only that image reports its size once it has loaded.
+    for _, _, uri in figures:
+        probe = tmp_path / "probe.html"
+        probe.write_text(
+            f'<img id="i" src="{uri}"><script>const i = document.getElementById("i");'
+            'i.onload = () => { document.body.dataset.size = i.naturalWidth + "x" + i.naturalHeight; };</script>'
+        )
+        size = re.search(r'data-size="(\d+)x(\d+)"', _chromium("--dump-dom", probe.resolve().as_uri()))
+        assert size and int(size.group(1)) > 800 and int(size.group(2)) > 400, size

@@ -7,6 +7,7 @@ import math
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -224,6 +225,44 @@ def test_metrics_and_learning_curve(lstm_run):
 
     height, width = matplotlib.image.imread(png).shape[:2]
     assert width > 500 and height > 200
+
+
+def _tensorboard_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) per tag, read by TensorBoard's own event reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(log_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_training_writes_tensorboard_events_of_the_metrics_log(lstm_run):
+    cfg, result = lstm_run
+    rows = read_metrics(result.metrics_path)
+    scalars = _tensorboard_scalars(result.tensorboard_dir)
+    assert set(scalars) == {
+        "charts/episode_reward", "charts/SPS", "charts/learning_rate", "losses/policy_loss", "losses/value_loss",
+        "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+    }  # fmt: skip
+    pairs = (("value_loss", "losses/value_loss"), ("lr", "charts/learning_rate"), ("entropy", "losses/entropy"))
+    for key, tag in pairs:
+        assert scalars[tag] == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in rows]
+    # Reward points only where episodes ended in that update (the log repeats the last mean otherwise).
+    ended = [(r["step"], pytest.approx(r["episode_reward"], rel=1e-6)) for r in rows if r["episodes"]]
+    assert scalars["charts/episode_reward"] == ended
+
+
+def test_a_resumed_run_purges_the_events_written_after_its_checkpoint(tmp_path):
+    first = train(small_config(tmp_path, "tb", num_training_steps=128 * 6, checkpoint_interval=128 * 4))
+    steps = [s for s, _ in _tensorboard_scalars(first.tensorboard_dir)["losses/value_loss"]]
+    assert steps == [128 * i for i in range(1, 7)]
+    # Lose the newest checkpoint: the run resumes from step 512 and redoes 640 and 768.
+    (newest,) = [c for c in list_checkpoints(Path(first.run_dir)) if c.step == 128 * 6]
+    shutil.rmtree(newest.path)
+    second = train(small_config(tmp_path, "tb", num_training_steps=128 * 6, checkpoint_interval=128 * 4))
+    assert second.resumed_from_step == 512
+    steps = [s for s, _ in _tensorboard_scalars(second.tensorboard_dir)["losses/value_loss"]]
+    assert steps == [128 * i for i in range(1, 7)]  # each step once: the first run's 640 and 768 were purged
 
 
 # --- hyperparameters reach the optimizer -----------------------------------------------------------

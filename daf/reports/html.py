@@ -11,7 +11,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from daf.files import atomic_write_text
-from daf.reports.plots import all_plots
+from daf.reports.plots import all_plots, learning_curve_png
 from daf.stats import ComparisonStatistics
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -117,7 +117,13 @@ def ci_method_note(stats: ComparisonStatistics) -> str:
     return note
 
 
-def render_html(statistics: ComparisonStatistics | dict, metadata: dict, title: str = "DAF comparison report") -> str:
+def render_html(
+    statistics: ComparisonStatistics | dict,
+    metadata: dict,
+    title: str = "DAF comparison report",
+    training_metrics: dict[str, list[dict]] | None = None,
+) -> str:
+    """`training_metrics`: for each policy the pipeline trained, its run's per-update records (learning curves)."""
     stats = _as_stats(statistics)
     metadata = dict(metadata or {})
     template = _environment().get_template("report.html.j2")
@@ -131,6 +137,7 @@ def render_html(statistics: ComparisonStatistics | dict, metadata: dict, title: 
         agg_rank={e.policy: e for e in stats.leaderboard},
         agg={a.policy: a for a in stats.aggregate},
         plots=all_plots(stats),
+        learning={name: learning_curve_png(rows, name) for name, rows in (training_metrics or {}).items()},
         ci_note=ci_method_note(stats),
         vs_next=dict(zip((e.policy for e in stats.leaderboard), versus_next(stats.leaderboard))),
     )
@@ -205,8 +212,10 @@ def write_report(
     metadata: dict,
     output_dir: str | Path,
     title: str = "DAF comparison report",
+    training_metrics: dict[str, list[dict]] | None = None,
 ) -> ReportPaths:
-    """Write report.html, report.json and summary.md into output_dir (created if needed)."""
+    """Write report.html, report.json and summary.md into output_dir (created if needed); the HTML shows the
+    learning curves of `training_metrics` (render_html)."""
     stats = _as_stats(statistics)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +225,7 @@ def write_report(
     # allow_nan=False: to_dict() already maps NaN to None; metadata oddities (Path, datetime) become strings.
     json_text = json.dumps(payload, indent=2, allow_nan=False, default=str)
 
-    atomic_write_text(paths.html, render_html(stats, metadata, title))
+    atomic_write_text(paths.html, render_html(stats, metadata, title, training_metrics))
     atomic_write_text(paths.json, json_text + "\n")
     atomic_write_text(paths.markdown, f"# {md_escape(title)}\n\n" + render_markdown_summary(stats))
     return paths

@@ -121,6 +121,39 @@ def improvement_matrix_png(stats: ComparisonStatistics) -> str:
     return _to_base64(fig)
 
 
+# What an RL user checks in a training run, as (panel title, metrics.jsonl key): whether the reward rises, and
+# whether the update is healthy (losses, entropy collapsing too early, KL and clipping staying small).
+LEARNING_CURVE_PANELS = (
+    ("mean episode reward", "episode_reward"),
+    ("policy loss", "policy_loss"),
+    ("value loss", "value_loss"),
+    ("entropy", "entropy"),
+    ("approx KL", "approx_kl"),
+    ("clip fraction", "clipfrac"),
+)
+
+
+def learning_curve_figure(metrics: list[dict], title: str) -> Figure:
+    """A training run's per-update records (daf.training.metrics) against agent-steps, one panel per quantity;
+    the reward only where an update finished episodes (the log repeats the last mean in between)."""
+    fig, axes = _grid(len(LEARNING_CURVE_PANELS))
+    for ax, (label, key) in zip(axes, LEARNING_CURVE_PANELS):
+        rows = [m for m in metrics if key != "episode_reward" or m.get("episodes", 1)]
+        points = [(m["step"], m[key]) for m in rows if m.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), marker=".", linewidth=1)
+        ax.set_title(label)
+        ax.set_xlabel("agent-steps")
+        ax.grid(alpha=0.3)
+    fig.suptitle(_label(title))
+    fig.tight_layout()
+    return fig
+
+
+def learning_curve_png(metrics: list[dict], title: str) -> str:
+    return _to_base64(learning_curve_figure(metrics, title))
+
+
 def all_plots(stats: ComparisonStatistics) -> dict[str, str]:
     """Title -> base64 PNG. The P(improvement) matrix needs at least two policies."""
     plots = {

@@ -42,6 +42,7 @@ from daf.training.curves import plot_learning_curve
 from daf.training.metrics import METRICS_FILE, append_metrics, read_metrics, truncate_metrics
 from daf.training.process_state import RunGenerators, process_settings_scope, thread_counts
 from daf.training.rollout import RolloutBuffer, compute_gae
+from daf.training.tensorboard import TENSORBOARD_DIR, TensorBoardLog
 from daf.training.update import make_optimizer, ppo_update
 from daf.training.validation import (
     TrainingError,
@@ -77,6 +78,7 @@ class TrainingResult:
     episodes_finished: int
     metrics_path: str
     learning_curve: str
+    tensorboard_dir: str  # TensorBoard event files of the same records as metrics_path
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +116,7 @@ def _train(
 ) -> TrainingResult:
     rollout_threads, update_threads = thread_counts(device, config.torch_threads)
     envs = make_vecenv(config.missions, config.num_envs, config.seed, config.num_env_workers, config.env_overlap)
+    run = None
     try:
         run = _start_or_resume(config, run_id, run_dir, envs, device)
         buffer = RolloutBuffer(envs, run.net, config.num_steps, config.bptt_horizon, device)
@@ -144,6 +147,8 @@ def _train(
                 on_update(run.global_step, run.policy)
     finally:
         envs.close()
+        if run is not None:
+            run.tensorboard.close()
     return run.result(time.perf_counter() - started)
 
 
@@ -162,6 +167,7 @@ class _Run:
     global_step: int
     update: int
     checkpoint: Checkpoint | None  # the latest complete checkpoint
+    tensorboard: TensorBoardLog  # the metrics log's records again, as TensorBoard events
     episodes_finished: int = 0
     last_reward: float | None = None  # mean episode reward of the latest update that finished episodes
 
@@ -188,6 +194,7 @@ class _Run:
             episodes_finished=self.episodes_finished,
             metrics_path=str(self.metrics_path),
             learning_curve=str(self.run_dir / LEARNING_CURVE_FILE),
+            tensorboard_dir=str(self.run_dir / TENSORBOARD_DIR),
         )
 
 
@@ -229,6 +236,7 @@ def _start_or_resume(
         global_step=start_step,
         update=update,
         checkpoint=resume,
+        tensorboard=TensorBoardLog(run_dir, resumed_from=start_step if resume is not None else None),
     )
 
 
@@ -248,6 +256,7 @@ def _record(run: _Run, finished: list[tuple[str, EpisodeOutcome]], stats: dict[s
         **stats,
     }
     append_metrics(run.metrics_path, record)
+    run.tensorboard.write(record)
     return sps
 
 
@@ -269,6 +278,7 @@ def _checkpoint(run: _Run) -> None:
         config.model_dump(mode="json"),
         config.max_checkpoints_to_keep,
     )
+    run.tensorboard.flush()
     plot_learning_curve(read_metrics(run.metrics_path), run.run_dir / LEARNING_CURVE_FILE, run.run_id)
 
 

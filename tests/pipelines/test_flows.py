@@ -254,6 +254,9 @@ def test_benchmark_resume_after_failed_comparison_uses_cached_training(tmp_path,
     assert second.total_time_seconds < 0.5 * first.total_time_seconds
     board = [row["policy"] for row in second.outputs["summary_statistics"]["leaderboard"]]
     assert set(board) == {"mlp", "baseline", "random"}
+    # The report shows the trained policy's learning curve (training was reused from the cache: its metrics too).
+    html = Path(second.outputs["report_html"]).read_text()
+    assert html.count('<figure class="learning-curve">') == 1 and 'alt="learning curve of mlp"' in html
 
 
 def test_two_pipelines_at_once_share_output_dir_without_overwriting(tmp_path):
