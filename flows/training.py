@@ -1,4 +1,5 @@
-"""Training pipeline: environment validation -> training -> checkpoint saving -> (optional) evaluation."""
+"""Training pipeline: environment validation -> training -> checkpoint saving -> (optional) evaluation -> report
+(optional: the training report, with the learning curve)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from prefect.states import State
 from daf.comparison import evaluation_results
 from daf.config import DAFTrainingConfig, PolicyEntry
 from daf.flows.common import Pipeline, run_pipeline
-from daf.flows.stages import evaluate_all
+from daf.flows.stages import REPORT_STAGE, evaluate_all
 from daf.policies.neural import load_weights
+from daf.tasks.comparison import training_report_task
 from daf.tasks.environment import check_environment_task
 from daf.tasks.training import run_training
 
@@ -55,6 +57,17 @@ def training_flow(config: DAFTrainingConfig) -> State:
             )
             if evaluations is not None:
                 p.result.outputs["evaluation_results"] = evaluation_results(evaluations)
+        report = p.stage(
+            REPORT_STAGE,
+            training_report_task,
+            training,
+            config.model_dump(mode="json"),
+            p.result.outputs.get("evaluation_results", []),
+            str(p.run_dir / "report"),
+            required=False,
+        )
+        if report is not None:
+            p.result.outputs["report_html"] = report
 
     return run_pipeline("training", config, body)
 

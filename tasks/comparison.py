@@ -1,4 +1,4 @@
-"""Statistics and the report as tasks (never retried: they read only their inputs).
+"""Statistics and the reports as tasks (never retried: they read only their inputs).
 
 Statistics are cached on the content of the evaluations: a resumed pipeline whose evaluations all come from
 the cache gets its statistics back too (a third of a cached comparison re-run's time otherwise). The report
@@ -15,7 +15,7 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from daf.comparison import compare_evaluations
 from daf.evaluation import EvaluationResult
 from daf.faults import maybe_fail
-from daf.reports import write_report
+from daf.reports import write_report, write_training_report
 from daf.stats import ComparisonStatistics
 from daf.tasks.common import make_cache_key
 from daf.training.metrics import read_metrics
@@ -48,3 +48,11 @@ def report_task(
         "markdown": str(paths.markdown),
         "markdown_text": paths.markdown.read_text(),  # the summary just written, not rendered twice
     }
+
+
+@task(name="report")
+def training_report_task(training: dict, config: dict, evaluations: list[dict], output_dir: str) -> str:
+    """The training report of a run (daf.reports.training); `training` is its TrainingResult as a dict."""
+    maybe_fail("report")
+    metrics = read_metrics(Path(training["metrics_path"]))
+    return str(write_training_report(training, metrics, config, evaluations, output_dir))

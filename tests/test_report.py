@@ -182,3 +182,30 @@ def test_the_learning_curves_of_trained_policies_render_in_chromium(tmp_path, st
         )
         size = re.search(r'data-size="(\d+)x(\d+)"', _chromium("--dump-dom", probe.resolve().as_uri()))
         assert size and int(size.group(1)) > 800 and int(size.group(2)) > 400, size
+
+
+def test_the_training_report_renders_in_chromium(tmp_path):
+    import html as html_lib
+    import re
+
+    from daf.reports import write_training_report
+
+    training = {
+        "run_id": EVIL, "class_path": "daf.policies.neural.MLPPolicy", "global_step": 49152, "resumed_from_step": 0,
+        "wall_time_s": 12.5, "agent_steps_per_second": 3932.2, "episodes_finished": 40, "final_mean_reward": 65.0,
+        "final_checkpoint": "/runs/x/policy.pt", "metrics_path": "/runs/x/metrics.jsonl",
+        "tensorboard_dir": "/runs/x/tensorboard",
+    }  # fmt: skip
+    config = {"missions": ["mission_alpha"], "seed": 3, "learning_rate": 0.001}
+    evaluations = [{"mission": "mission_alpha", "rewards": [1.0, 2.0, 4.0, 5.0]}]
+    path = write_training_report(training, _metrics(), config, evaluations, tmp_path / "r")
+    parser = StrictParser()
+    parser.feed(path.read_text(encoding="utf-8"))
+    assert parser.stack == []
+    dom = _chromium("--dump-dom", path.resolve().as_uri())
+    assert "<script>alert" not in dom
+    (caption,) = re.findall(r'<figure class="learning-curve">\s*<figcaption>(.*?)</figcaption>', dom)
+    assert html_lib.unescape(caption) == EVIL
+    row = re.search(r"<td>mission_alpha</td><td class=\"num\">4</td><td class=\"num\">3.000</td>", dom)
+    assert row, dom[-3000:]
+    assert "<code>0.001</code>" in dom and "49,152" in dom

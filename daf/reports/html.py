@@ -63,7 +63,7 @@ def _json_value(v: Any) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _environment() -> Environment:
+def template_environment() -> Environment:
     # autoescape=True unconditionally: every policy/mission name and metadata value is untrusted text.
     # FileSystemLoader relative to this file works from a source tree and an installed wheel alike
     # (the template is package data).
@@ -126,7 +126,7 @@ def render_html(
     """`training_metrics`: for each policy the pipeline trained, its run's per-update records (learning curves)."""
     stats = _as_stats(statistics)
     metadata = dict(metadata or {})
-    template = _environment().get_template("report.html.j2")
+    template = template_environment().get_template("report.html.j2")
     return template.render(
         title=title,
         stats=stats,

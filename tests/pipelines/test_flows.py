@@ -69,7 +69,9 @@ def test_training_pipeline_success_and_saved_result(tmp_path):
     )
     assert result.status == "success", result.errors
     assert result.error_kind is None
-    assert result.stages_completed == ["environment_validation", "training", "checkpoint_saving", "evaluation"]
+    assert result.stages_completed == [
+        "environment_validation", "training", "checkpoint_saving", "evaluation", "report_generation"
+    ]  # fmt: skip
     assert Path(result.outputs["final_checkpoint"]).is_file()
     assert result.outputs["training"]["global_step"] >= 3000
     assert len(result.outputs["evaluation_results"]) == 1
@@ -82,6 +84,12 @@ def test_training_pipeline_success_and_saved_result(tmp_path):
     assert row in markdown, markdown
     (training,) = [t for t in task_runs(result) if t.name.startswith("training")]
     assert training.name == "training mlp on training_facility_1"
+    # The training report: the run, its learning curve and the evaluation with its CI.
+    report = Path(result.outputs["report_html"]).read_text()
+    assert f'alt="learning curve of {result.outputs["training"]["run_id"]}"' in report
+    mean = f"{evaluation['mean_reward']:.3f}"
+    assert f'<td>training_facility_1</td><td class="num">2</td><td class="num">{mean}</td>' in report
+    assert f"tensorboard --logdir {result.outputs['training']['tensorboard_dir']}" in report
 
 
 def test_optional_stage_failure_is_partial_and_keeps_outputs(tmp_path, faults):
