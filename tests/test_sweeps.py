@@ -80,6 +80,16 @@ def test_grid_sweep_trains_each_trial_with_its_own_learning_rate(tmp_path):
     for png in result.plots.values():
         assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # `tensorboard --logdir <sweep>/checkpoints` shows one run per trial, each with its own learning rate.
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    board = EventMultiplexer().AddRunsFromDirectory(str(Path(result.results_path).parent / "checkpoints")).Reload()
+    runs = {name.split("/")[0]: name for name in board.Runs()}
+    assert set(runs) == {"lr-trial-0", "lr-trial-1"}, board.Runs()
+    for number, lr in ((by_lr[0.0]["number"], 0.0), (by_lr[0.001]["number"], 0.001)):
+        rates = [e.value for e in board.Scalars(runs[f"lr-trial-{number}"], "charts/learning_rate")]
+        assert rates and max(rates) == pytest.approx(lr)
+
 
 @pytest.mark.parametrize(
     ("warmup", "judged_from"),
