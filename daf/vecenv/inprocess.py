@@ -13,9 +13,10 @@ from mettagrid.config.mettagrid_config import MettaGridConfig
 
 from daf.missions import get_mission
 from daf.simulation import EpisodeOutcome, SimBatch, allocate_zeros, env_interface, episode_seed
+from daf.vecenv._blocks import BlockStepping
 
 
-class VecEnv:
+class VecEnv(BlockStepping):
     """`num_envs` simulations (missions assigned round-robin) over one set of buffers, stepped here.
 
     The stepping interface the trainer uses is the same as the worker pool's: rows come in `blocks` (one here);
@@ -78,18 +79,6 @@ class VecEnv:
 
     def wait(self, block: int) -> None:
         """Stepped already (in `send`)."""
-
-    def step(self, actions: np.ndarray) -> np.ndarray:
-        """Step every row with `actions`; returns this step's rewards."""
-        for block, rows in enumerate(self.blocks):
-            self.send(block, actions[rows])
-        for block in range(len(self.blocks)):
-            self.wait(block)
-        return self.rewards.copy()
-
-    def pop_finished(self) -> list[tuple[str, EpisodeOutcome]]:
-        done, self.finished = self.finished, []
-        return done
 
     def close(self) -> None:
         self.batch.close()

@@ -20,6 +20,7 @@ ends the workers on every exit path, and a learner killed outright takes them wi
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from mettagrid.mettagrid_c import (
 
 from daf.missions import get_mission
 from daf.simulation import EpisodeOutcome, env_interface
+from daf.vecenv._blocks import BlockStepping
 from daf.vecenv._shared import SharedArrays
 
 START_TIMEOUT_S = 120.0  # a worker builds its simulations in about a second; a wedged one must not hang a run
@@ -115,13 +117,11 @@ def _describe_exit(code: int | None) -> str:
     if code is None:
         return "no exit code yet"
     if code < 0:
-        import signal
-
         return f"signal {signal.Signals(-code).name}"
     return f"exit code {code}"
 
 
-class EnvWorkerPool:
+class EnvWorkerPool(BlockStepping):
     """`num_envs` simulations of `missions` (round-robin, as VecEnv) stepped by `num_workers` processes; the same
     stepping interface as daf.vecenv.inprocess.VecEnv (blocks, send, wait, step, pop_finished, close)."""
 
@@ -204,17 +204,6 @@ class EnvWorkerPool:
         for worker in self._block_workers[block]:
             self.finished.extend(worker.receive())
         self._stepping[block] = False
-
-    def step(self, actions: np.ndarray) -> np.ndarray:
-        for block, rows in enumerate(self.blocks):
-            self.send(block, actions[rows])
-        for block in range(len(self.blocks)):
-            self.wait(block)
-        return self.rewards.copy()
-
-    def pop_finished(self) -> list[tuple[str, EpisodeOutcome]]:
-        done, self.finished = self.finished, []
-        return done
 
     def close(self) -> None:
         """End every worker (a clean close message, then SIGKILL after CLOSE_TIMEOUT_S) and free the arrays."""
