@@ -657,10 +657,11 @@ def test_user_policy_class_outside_daf_trains(tmp_path, monkeypatch):
 
 def test_resuming_a_run_under_another_config_is_refused(tmp_path):
     base = dict(policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=1024, num_envs=4,
+                learning_rate=0.001,
                 num_steps=32, checkpoint_dir=str(tmp_path), run_id="r", progress=False, torch_threads=1)  # fmt: skip
     first = train(DAFTrainingConfig(**base))
     with pytest.raises(TrainingError, match=r"run 'r' .*another config \(learning_rate: 0.001 -> 0.01\)"):
-        train(DAFTrainingConfig(**base, learning_rate=0.01))
+        train(DAFTrainingConfig(**{**base, "learning_rate": 0.01}))
     with pytest.raises(TrainingError, match=r"missions: \['training_facility_1'\] -> \['assembler_1'\]"):
         train(DAFTrainingConfig(**{**base, "missions": ["assembler_1"]}))
     # Longer, under the same settings: the run continues from its checkpoint.
