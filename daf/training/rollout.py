@@ -79,29 +79,34 @@ class RolloutBuffer:
         once). A block's observations, rewards and dones are read only once `wait` says it has stepped."""
         net.eval()
         horizon = self.horizon
+        blocks = [_BlockViews(self, rows) for rows in envs.blocks]
         for t in range(self.steps):
-            for block, rows in enumerate(envs.blocks):
+            for block, v in enumerate(blocks):
                 envs.wait(block)  # its step t-1 (the previous step's rewards and dones; this step's observations)
                 if t > 0:  # at t = 0, next_done carries over from the previous rollout (all ones at the start)
-                    self.host_rewards[t - 1, rows] = self.host_step_rewards[rows]
-                    self.next_done[rows] = self.host_dones[rows].to(self.device, non_blocking=True)
-                self.obs[t, rows].copy_(self.host_obs[rows], non_blocking=True)
-                self.resets[t, rows] = self.next_done[rows]
-                state = self._state_rows(rows)
+                    v.host_rewards[t - 1] = v.host_step_rewards
+                    v.next_done.copy_(v.host_dones, non_blocking=True)
+                v.obs[t].copy_(v.host_obs, non_blocking=True)
+                v.resets[t] = v.next_done
+                state = self.state if v.whole or self.state is None else tuple(s[v.rows] for s in self.state)
                 if self.recurrent and t % horizon == 0:
-                    keep = 1.0 - self.next_done[rows]
-                    for store, s in zip(self.chunk_states, state):  # a state tensor is (rows, ...), any rank
-                        store[t // horizon, rows] = s * keep.view(-1, *[1] * (s.dim() - 1))
-                logits, value, state = net(self.obs[t : t + 1, rows], state, self.resets[t : t + 1, rows])
-                self._set_state_rows(rows, state)
+                    keep = 1.0 - v.next_done
+                    for store, s in zip(v.chunk_states, state):  # a state tensor is (rows, ...), any rank
+                        store[t // horizon] = s * keep.view(-1, *[1] * (s.dim() - 1))
+                logits, value, state = net(v.obs[t : t + 1], state, v.resets[t : t + 1])
+                if v.whole or self.state is None:
+                    self.state = state
+                else:
+                    for whole, part in zip(self.state, state):
+                        whole[v.rows] = part
                 # Same sampling as Categorical(logits=...).sample(), without building the distribution.
                 log_probs = torch.log_softmax(logits[0], -1)
                 action = torch.multinomial(log_probs.exp(), 1, True, generator=generator)
-                self.logprobs[t, rows] = log_probs.gather(-1, action).squeeze(-1)
+                v.logprobs[t] = log_probs.gather(-1, action).squeeze(-1)
                 action = action.squeeze(-1)
-                self.actions[t, rows], self.values[t, rows] = action, value[0]
+                v.actions[t], v.values[t] = action, value[0]
                 envs.send(block, action.cpu().numpy())
-        for block in range(len(envs.blocks)):
+        for block in range(len(blocks)):
             envs.wait(block)
         self.host_rewards[self.steps - 1] = self.host_step_rewards
         self.next_done = self.host_dones.to(self.device, copy=True, non_blocking=True)
@@ -109,18 +114,6 @@ class RolloutBuffer:
         self.rewards.copy_(self.host_rewards, non_blocking=True)
         _, next_value, _ = net(next_obs[None], self.state, self.next_done[None])
         return next_value[0]
-
-    def _state_rows(self, rows: slice) -> tuple[torch.Tensor, ...] | None:
-        if self.state is None or rows == slice(0, len(self.next_done)):
-            return self.state
-        return tuple(s[rows] for s in self.state)
-
-    def _set_state_rows(self, rows: slice, state: tuple[torch.Tensor, ...] | None) -> None:
-        if self.state is None or rows == slice(0, len(self.next_done)):
-            self.state = state
-        else:
-            for whole, part in zip(self.state, state):
-                whole[rows] = part
 
     def for_update(self, advantages: torch.Tensor, returns: torch.Tensor) -> Rollout:
         return Rollout(
@@ -134,6 +127,23 @@ class RolloutBuffer:
             chunk_states=self.chunk_states,
             horizon=self.horizon,
         )
+
+
+class _BlockViews:
+    """One block's rows of the buffer's tensors, as views made once per rollout: the step loop then indexes only
+    by time, as it would over every row (with one block, each view is the whole tensor)."""
+
+    def __init__(self, buffer: RolloutBuffer, rows: slice):
+        self.rows, self.whole = rows, rows == slice(0, len(buffer.next_done))
+        self.obs, self.resets, self.logprobs = buffer.obs[:, rows], buffer.resets[:, rows], buffer.logprobs[:, rows]
+        self.actions, self.values = buffer.actions[:, rows], buffer.values[:, rows]
+        self.host_rewards, self.host_step_rewards = buffer.host_rewards[:, rows], buffer.host_step_rewards[rows]
+        self.host_obs, self.host_dones, self.next_done = (
+            buffer.host_obs[rows],
+            buffer.host_dones[rows],
+            buffer.next_done[rows],
+        )
+        self.chunk_states = [store[:, rows] for store in buffer.chunk_states]
 
 
 @torch.no_grad()
