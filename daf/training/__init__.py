@@ -5,7 +5,8 @@
 - update: the PPO update (losses, minibatches, optimizer)
 - validation: what refuses a training request, and when
 - process_state: the process-wide settings a run changes, scoped to it; the run's own random streams
-- checkpoints, metrics, curves: run directories and checkpoints, metrics.jsonl, the learning-curve PNG
+- checkpoints, metrics, curves, tensorboard: run directories and checkpoints, metrics.jsonl, the learning-curve
+  PNG, the same records as TensorBoard events
 The vector environment it steps (in process or in env worker processes) is daf.vecenv.
 """
 
