@@ -60,19 +60,15 @@ def build_package(
     `source_checkpoint` defaults to the spec's data_path; when it is a DAF checkpoint, the training config DAF
     stored with it travels along (without machine paths) unless `training_config` is given.
     """
-    check_spec(policy_spec)
     # A plain policy's DAF-trained weights ship as DAF loads them: through the network adapter, with the plain
-    # class's source in the bundle and its class path among the adapter's init kwargs (daf.policies.hosted).
+    # class's source in the bundle and its defining path among the adapter's init kwargs (daf.policies.hosted).
     policy_spec = hosted_spec(policy_spec)
     cls = check_spec(policy_spec)
     class_path = _canonical_class_path(cls)
     policy_cls = cls
     if class_path == HOSTED_CLASS_PATH:
         policy_cls = load_policy_class(policy_spec.init_kwargs["policy_class_path"])
-        canonical = _canonical_class_path(policy_cls)
-        policy_spec = policy_spec.model_copy(
-            update={"init_kwargs": {**policy_spec.init_kwargs, "policy_class_path": canonical}}
-        )
+        _canonical_class_path(policy_cls)  # the bundled class, too, must be a module-level class outside __main__
     name = _bundle_name(name, policy_cls)
     missions = list(missions or [])
     for mission in missions:

@@ -16,7 +16,6 @@ A plain class *without* a DAF weights file (a scripted policy, or its own data f
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ from daf.policies.base import DAFPolicy
 from daf.policies.contract import NetworkContractError
 from daf.policies.network_adapters import adapt_network
 from daf.policies.neural import CheckpointError, NeuralPolicy, load_weights
-from daf.policies.registry import load_policy_class, resolve_class_path
+from daf.policies.registry import accepts_keyword, load_policy_class
 
 HOSTED_CLASS_PATH = f"{__name__}.HostedNetworkPolicy"
 
@@ -43,6 +42,12 @@ def network_of(policy: MultiAgentPolicy) -> nn.Module | None:
     return found if isinstance(found, nn.Module) else None
 
 
+def defining_path(cls: type) -> str:
+    """The class path of the module that defines `cls`, whatever re-export named it: weights files and bundles
+    record this one."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def is_plain_policy(cls: type) -> bool:
     """A MultiAgentPolicy written without DAF's base classes: the kind this adapter hosts."""
     return issubclass(cls, MultiAgentPolicy) and not issubclass(cls, DAFPolicy)
@@ -51,10 +56,8 @@ def is_plain_policy(cls: type) -> bool:
 def build_plain_policy(cls: type[MultiAgentPolicy], env: PolicyEnvInterface, seed: int, device: str, **kwargs: Any):
     """`cls(env, ...)` with the keywords its __init__ takes, its random initial weights drawn from `seed` (the CPU
     generator only, restored afterwards: building a policy leaves the process's random state as it was)."""
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     offered = {"seed": seed, "device": device, **kwargs}
-    accepted = {k: v for k, v in offered.items() if takes_any or k in params}
+    accepted = {k: v for k, v in offered.items() if accepts_keyword(cls, k)}
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         return cls(env, **accepted)
@@ -81,9 +84,7 @@ class HostedNetworkPolicy(NeuralPolicy):
         policy_class_path: str,
         **policy_kwargs: Any,
     ):
-        # The defining module's path, whatever re-export named it: weights files and bundles record this one.
-        cls = load_policy_class(policy_class_path)
-        self.policy_class_path = f"{cls.__module__}.{cls.__qualname__}"
+        self.policy_class_path = defining_path(load_policy_class(policy_class_path))
         self.policy_kwargs = policy_kwargs
         super().__init__(policy_env_info, device=device, seed=seed, hidden_size=hidden_size, greedy=greedy)
 
@@ -112,40 +113,47 @@ class HostedNetworkPolicy(NeuralPolicy):
     def weights_meta(self) -> dict[str, Any]:
         return {**super().weights_meta(), "hosted": self.policy_class_path}
 
-    def load_policy_data(self, policy_data_path: str) -> None:
-        trained_for = load_weights(policy_data_path).get("meta", {}).get("hosted")
+    def check_weights_meta(self, meta: dict[str, Any], policy_data_path: str) -> None:
+        trained_for = meta.get("hosted")
         if trained_for != self.policy_class_path:
             raise CheckpointError(
                 f"{policy_data_path} holds the weights of {trained_for or 'a DAF policy'}, not of "
                 f"{self.policy_class_path}"
             )
-        super().load_policy_data(policy_data_path)
+        super().check_weights_meta(meta, policy_data_path)
+
+    def checkpoint_spec(self, class_path: str) -> tuple[str, dict[str, Any]]:
+        # mettagrid's loader rebuilds the adapter, which loads the weights into the plain class's network.
+        _, init_kwargs = super().checkpoint_spec(class_path)
+        return HOSTED_CLASS_PATH, {**init_kwargs, "policy_class_path": self.policy_class_path}
 
 
 def hosted_spec(spec: PolicySpec) -> PolicySpec:
     """The spec to load for `spec`: a DAF weights file of a plain class is loaded into `HostedNetworkPolicy` (see the
-    module docstring); every other spec is returned as it is."""
+    module docstring), its class named by `defining_path`; every other spec is returned as it is."""
     if not spec.data_path or spec.class_path == HOSTED_CLASS_PATH:
         return spec
-    class_path = resolve_class_path(spec.class_path)
-    if not is_plain_policy(load_policy_class(class_path)):
+    cls = load_policy_class(spec.class_path)
+    if not is_plain_policy(cls):
         return spec
     try:
         meta = load_weights(spec.data_path).get("meta", {})
     except CheckpointError:
-        return spec  # not a DAF weights file: the class's own data, for its own load_policy_data
+        return spec  # not a DAF weights file (or none): the class's own data, for its own load_policy_data
     if "hosted" not in meta:
         return spec
-    return PolicySpec(
-        class_path=HOSTED_CLASS_PATH,
-        data_path=spec.data_path,
-        init_kwargs={**spec.init_kwargs, "policy_class_path": class_path},
-    )
+    return _adapter_spec(defining_path(cls), spec.init_kwargs, spec.data_path)
 
 
 def trainable_spec(class_path: str, init_kwargs: dict[str, Any]) -> PolicySpec:
     """The spec DAF's trainer builds its untrained policy from: the class itself when it is one of DAF's, the
     adapter around it when it is a plain policy."""
-    if is_plain_policy(load_policy_class(class_path)):
-        return PolicySpec(class_path=HOSTED_CLASS_PATH, init_kwargs={**init_kwargs, "policy_class_path": class_path})
+    cls = load_policy_class(class_path)
+    if is_plain_policy(cls):
+        return _adapter_spec(defining_path(cls), init_kwargs)
     return PolicySpec(class_path=class_path, init_kwargs=init_kwargs)
+
+
+def _adapter_spec(policy_class_path: str, init_kwargs: dict[str, Any], data_path: str | None = None) -> PolicySpec:
+    kwargs = {**init_kwargs, "policy_class_path": policy_class_path}
+    return PolicySpec(class_path=HOSTED_CLASS_PATH, data_path=data_path, init_kwargs=kwargs)

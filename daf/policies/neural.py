@@ -325,17 +325,25 @@ class NeuralPolicy(DAFPolicy):
         """What a weights file records besides the weights (checked when it is loaded)."""
         return {"hidden_size": self.hidden_size, "class": type(self).__name__, "vocabulary": VOCABULARY_VERSION}
 
+    def check_weights_meta(self, meta: dict[str, Any], policy_data_path: str) -> None:
+        """Refuse a weights file whose `weights_meta` says it cannot be this policy's."""
+        if meta.get("vocabulary") != VOCABULARY_VERSION:
+            raise CheckpointError(
+                f"{policy_data_path}: written with observation vocabulary {meta.get('vocabulary')}, "
+                f"this DAF reads vocabulary {VOCABULARY_VERSION}"
+            )
+
+    def checkpoint_spec(self, class_path: str) -> tuple[str, dict[str, Any]]:
+        """(class_path, init_kwargs) with which mettagrid's loader rebuilds this policy around its weights file."""
+        return class_path, {"hidden_size": self.hidden_size}
+
     def save_policy_data(self, policy_data_path: str) -> None:
         save_weights(self.net, policy_data_path, self.weights_meta())
 
     def load_policy_data(self, policy_data_path: str) -> None:
         payload = load_weights(policy_data_path)
         meta = payload.get("meta", {})
-        if meta.get("vocabulary") != VOCABULARY_VERSION:
-            raise CheckpointError(
-                f"{policy_data_path}: written with observation vocabulary {meta.get('vocabulary')}, "
-                f"this DAF reads vocabulary {VOCABULARY_VERSION}"
-            )
+        self.check_weights_meta(meta, policy_data_path)
         hidden = int(meta.get("hidden_size", self.hidden_size))
         if hidden != self.hidden_size:
             self.hidden_size = hidden

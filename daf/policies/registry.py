@@ -80,11 +80,10 @@ def load_policy(spec: PolicySpec, env: PolicyEnvInterface, device: str = "cpu", 
     DAF-trained weights load into the network adapter they were trained through (daf.policies.hosted)."""
     from daf.policies.hosted import hosted_spec  # imports torch: only loading a policy needs it
 
-    check_spec(spec)
     spec = hosted_spec(spec)
     cls = check_spec(spec)
     kwargs = {**spec.init_kwargs, **extra}
-    if "device" in _init_params(cls):
+    if accepts_keyword(cls, "device"):
         kwargs.setdefault("device", device)
     policy = cls(env, **kwargs)
     if spec.data_path:
@@ -92,13 +91,12 @@ def load_policy(spec: PolicySpec, env: PolicyEnvInterface, device: str = "cpu", 
     return policy
 
 
-def _init_params(cls: type) -> set[str]:
+def accepts_keyword(cls: type, name: str) -> bool:
+    """Whether `cls(env, name=...)` is a valid call: __init__ names it or takes **kwargs."""
     import inspect
 
     params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return set(params) | {"device"}
-    return set(params)
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def list_policies() -> dict[str, str]:

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from daf.files import UnsafeTorchFile, atomic_write_text, read_torch_file
-from daf.policies.hosted import HOSTED_CLASS_PATH, HostedNetworkPolicy
 from daf.policies.neural import CheckpointError, NeuralPolicy
 
 WEIGHTS_FILE = "policy.pt"
@@ -76,10 +75,8 @@ def save_checkpoint(
     try:
         policy.save_policy_data(str(tmp / WEIGHTS_FILE))
         torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
-        init_kwargs: dict[str, Any] = {"hidden_size": policy.hidden_size}
-        if isinstance(policy, HostedNetworkPolicy):  # mettagrid's loader loads the weights through DAF's adapter
-            class_path, init_kwargs["policy_class_path"] = HOSTED_CLASS_PATH, policy.policy_class_path
-        spec = {"class_path": class_path, "data_path": WEIGHTS_FILE, "init_kwargs": init_kwargs}
+        spec_class_path, init_kwargs = policy.checkpoint_spec(class_path)
+        spec = {"class_path": spec_class_path, "data_path": WEIGHTS_FILE, "init_kwargs": init_kwargs}
         (tmp / SPEC_FILE).write_text(json.dumps(spec, indent=2))
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         final = root / f"step_{step:010d}"

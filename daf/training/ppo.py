@@ -51,7 +51,7 @@ from daf.training.validation import (
     resolve_device,
     validate_training_config,
 )
-from daf.vecenv import EnvWorkerPool, VecEnv, make_vecenv
+from daf.vecenv import BlockStepping, make_vecenv
 
 # Called after every update with (global_step, policy); may raise StopTraining (e.g. a pruned sweep trial).
 UpdateHook = Callable[[int, NeuralPolicy], None]
@@ -199,7 +199,7 @@ class _Run:
 
 
 def _start_or_resume(
-    config: DAFTrainingConfig, run_id: str, run_dir: Path, envs: VecEnv | EnvWorkerPool, device: torch.device
+    config: DAFTrainingConfig, run_id: str, run_dir: Path, envs: BlockStepping, device: torch.device
 ) -> _Run:
     """The run from its last complete checkpoint (weights, optimizer, random stream, counters), else a fresh one,
     warm-started from `policy_data_path` when given. Weights load before the optimizer exists: loading may rebuild

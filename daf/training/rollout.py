@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from daf.policies.tokens import trim_padding
-from daf.vecenv import EnvWorkerPool, VecEnv
+from daf.vecenv import BlockStepping
 
 
 @dataclass
@@ -35,9 +35,7 @@ class RolloutBuffer:
     """Storage every rollout of a run reuses, and what carries over from one rollout to the next: whether each
     row's episode just ended, and the network's recurrent state."""
 
-    def __init__(
-        self, envs: VecEnv | EnvWorkerPool, net: nn.Module, num_steps: int, bptt_horizon: int, device: torch.device
-    ):
+    def __init__(self, envs: BlockStepping, net: nn.Module, num_steps: int, bptt_horizon: int, device: torch.device):
         n = envs.num_rows
         self.steps, self.horizon, self.device = num_steps, min(bptt_horizon, num_steps), device
         self.batch_size = num_steps * n  # agent-steps per rollout
@@ -70,7 +68,7 @@ class RolloutBuffer:
         self.state = net.initial_state(n, device)
 
     @torch.no_grad()
-    def collect(self, envs: VecEnv | EnvWorkerPool, net: nn.Module, generator: torch.Generator) -> torch.Tensor:
+    def collect(self, envs: BlockStepping, net: nn.Module, generator: torch.Generator) -> torch.Tensor:
         """Act `num_steps` steps in every row, sampling actions from `generator`; returns the value of the
         observation after the last step, which the advantages bootstrap from.
 

@@ -4,17 +4,18 @@ inference (`EnvWorkerPool`), behind one stepping interface.
 Neither imports torch: the worker processes stay small and start in well under a second.
 """
 
+from daf.vecenv._blocks import BlockStepping
 from daf.vecenv.inprocess import VecEnv
 from daf.vecenv.pool import EnvWorkerError, EnvWorkerPool
 
 
 def make_vecenv(
     missions: list[str], num_envs: int, seed: int, num_workers: int = 0, overlap: bool = True
-) -> VecEnv | EnvWorkerPool:
+) -> BlockStepping:
     """In-process stepping for `num_workers` 0, else a pool of that many worker processes."""
     if num_workers == 0:
         return VecEnv(missions, num_envs, seed)
     return EnvWorkerPool(missions, num_envs, seed, num_workers, overlap)
 
 
-__all__ = ["EnvWorkerError", "EnvWorkerPool", "VecEnv", "make_vecenv"]
+__all__ = ["BlockStepping", "EnvWorkerError", "EnvWorkerPool", "VecEnv", "make_vecenv"]

@@ -10,14 +10,22 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 
 from daf.simulation import EpisodeOutcome
 
 
 class BlockStepping(ABC):
+    env_info: PolicyEnvInterface
     blocks: list[slice]
+    observations: np.ndarray
     rewards: np.ndarray
+    dones: np.ndarray  # 1.0 where a row's next observation starts a new episode
     finished: list[tuple[str, EpisodeOutcome]]
+
+    @property
+    @abstractmethod
+    def num_rows(self) -> int: ...
 
     @abstractmethod
     def send(self, block: int, actions: np.ndarray) -> None: ...
@@ -32,6 +40,9 @@ class BlockStepping(ABC):
         for block in range(len(self.blocks)):
             self.wait(block)
         return self.rewards.copy()
+
+    @abstractmethod
+    def close(self) -> None: ...
 
     def pop_finished(self) -> list[tuple[str, EpisodeOutcome]]:
         """The (mission, outcome) of every episode finished since the last call, in slot order per step."""
