@@ -2,7 +2,7 @@
 # The GPU check (issue #19), for a machine with an NVIDIA GPU and ~16 cores, in one call of under 10 minutes:
 #   1. the CUDA tests (tests/test_cuda.py; skipped on machines without CUDA, so they run only here),
 #   2. bench/training_throughput.py on cuda for mlp and lstm with 512 rows (128 envs x 4 agents), in-process and
-#      with env workers,
+#      with env workers, each with and without overlap_update (the next rollout collected during the update),
 #   3. evaluation throughput on cuda (bench/eval_throughput.py --device cuda),
 #   4. GPU utilisation sampled by nvidia-smi while 2 runs,
 # then one table of the figures at the end. Run from the repository root:
@@ -44,8 +44,8 @@ timeout 240 "$PY" -m pytest -q tests/test_cuda.py -p no:cacheprovider 2>&1 | tee
 echo "== training throughput on cuda (nvidia-smi sampling utilisation)"
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 500 >"$LOGS/gpu_util.csv" &
 SMI=$!
-timeout 300 "$PY" bench/training_throughput.py --device cuda --num-envs 128 --steps "$STEPS" --raw-seconds 3 \
-  --env-workers "0,$WORKERS" 2>&1 | tee "$LOGS/training_throughput.txt" | tail -12
+timeout 360 "$PY" bench/training_throughput.py --device cuda --num-envs 128 --steps "$STEPS" --raw-seconds 3 \
+  --env-workers "0,$WORKERS" --overlap-update 2>&1 | tee "$LOGS/training_throughput.txt" | tail -16
 kill "$SMI" 2>/dev/null
 
 echo "== evaluation throughput on cuda"
@@ -55,7 +55,7 @@ echo
 echo "================ GPU check summary ================"
 cat "$LOGS/gpu.txt"
 echo "CUDA tests:          $(grep -E 'passed|failed|error|skipped' "$LOGS/cuda_tests.txt" | tail -1)"
-grep -E '^trainer |^env workers:' "$LOGS/training_throughput.txt"
+grep -E '^trainer | vs in-process: ' "$LOGS/training_throughput.txt"
 awk -F', ' 'NF >= 2 { n++; s += $1; if ($1 > m) m = $1; if ($2 > mem) mem = $2 }
   END { if (n) printf "GPU utilisation during training: mean %.0f%%, max %d%% over %d samples; max memory %d MiB\n", s / n, m, n, mem }' \
   "$LOGS/gpu_util.csv"

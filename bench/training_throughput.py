@@ -10,14 +10,17 @@ DAF's VecEnv alone (random actions; the trainer's own environment, which skips S
 wrapper) is measured too, with the trainer's ratio to it: a stricter bar than the target's.
 
 Each policy runs once per entry of `--env-workers` (DAFTrainingConfig.num_env_workers; 0 = stepping in the
-learner's process, the reference), at otherwise equal settings; rows with env workers show their speed-up over
-the in-process row (target >= 1.3x, issue #19) and, like every trainer row, their share of the VecEnv-alone rate.
+learner's process, the reference), and with `--overlap-update` once more per entry with
+DAFTrainingConfig.overlap_update (the next rollout collected during the PPO update), at otherwise equal settings;
+every other row shows its speed-up over the in-process, synchronous row (target >= 1.3x, issue #19) and, like
+every trainer row, its share of the VecEnv-alone rate.
 
-Targets: feed-forward >= 30% of raw, LSTM >= 20% of raw (pufferlib reaches ~25% / ~12%); env workers >= 1.3x
-in-process.
+Targets: feed-forward >= 30% of raw, LSTM >= 20% of raw (pufferlib reaches ~25% / ~12%); env workers or
+overlap_update >= 1.3x the in-process synchronous trainer.
 
     python bench/training_throughput.py [--quick] [--device cpu|cuda|auto] [--num-envs N] [--steps N]
         [--threads N] [--mission NAME] [--policies mlp,lstm] [--env-workers 0,1] [--no-overlap]
+        [--overlap-update]
 """
 
 from __future__ import annotations
@@ -69,11 +72,13 @@ def trainer_rate(
     workdir: str,
     env_workers: int = 0,
     overlap: bool = True,
+    overlap_update: bool = False,
 ) -> dict[str, float]:
     overrides = {"num_envs": num_envs} if num_envs else {}
     config = DAFTrainingConfig(
         num_env_workers=env_workers,
         env_overlap=overlap,
+        overlap_update=overlap_update,
         policy_class_path=policy,
         missions=[mission],
         num_training_steps=steps,
@@ -124,8 +129,15 @@ def main() -> None:
         "--env-workers", default="0,1", help="num_env_workers per trainer run, comma-separated; 0 is the reference"
     )
     parser.add_argument("--no-overlap", action="store_true", help="env_overlap false: one block, in-process numbers")
+    parser.add_argument(
+        "--overlap-update", action="store_true", help="also run each entry with overlap_update (rollout during update)"
+    )
     args = parser.parse_args()
-    worker_counts = [int(w) for w in args.env_workers.split(",")]
+    variants = [
+        (int(w), lagged)
+        for w in args.env_workers.split(",")
+        for lagged in ([False, True] if args.overlap_update else [False])
+    ]
     steps = args.steps or (60_000 if args.quick else 300_000)
     raw_seconds = args.raw_seconds or (2.0 if args.quick else 5.0)
     policies = args.policies.split(",")
@@ -135,10 +147,10 @@ def main() -> None:
     rates = {}
     with tempfile.TemporaryDirectory(prefix="daf-bench-") as workdir:
         for policy in policies:
-            for workers in worker_counts:
-                rates[policy, workers] = trainer_rate(
+            for workers, lagged in variants:
+                rates[policy, workers, lagged] = trainer_rate(
                     policy, args.mission, steps, args.device, args.num_envs, args.threads, workdir, workers,
-                    not args.no_overlap,
+                    not args.no_overlap, lagged,
                 )  # fmt: skip
     raw_after = raw_stepping_rate(args.mission, raw_seconds)
     raw = (raw_before["agent_steps_per_s"] + raw_after["agent_steps_per_s"]) / 2
@@ -151,44 +163,49 @@ def main() -> None:
     print("wall: agent-steps per wall-clock second; CPU: per second of this process's CPU time (what dedicated")
     print("cores would do; the two agree on an idle machine, CPU is the robust one on a shared machine)")
     header = (
-        f"{'what':<24} {'wall steps/s':>13} {'vs raw':>7} {'CPU steps/s':>12} {'vs raw':>7} {'target':>7} {'result':>7}"
+        f"{'what':<32} {'wall steps/s':>13} {'vs raw':>7} {'CPU steps/s':>12} {'vs raw':>7} {'target':>7} {'result':>7}"
     )
     print(header)
     print("-" * len(header))
     print(
-        f"{'raw stepping (random)':<24} {raw:>13,.0f} {'100%':>7} {raw_cpu:>12,.0f} {'100%':>7}"
+        f"{'raw stepping (random)':<32} {raw:>13,.0f} {'100%':>7} {raw_cpu:>12,.0f} {'100%':>7}"
         f"   (wall before {raw_before['agent_steps_per_s']:,.0f}, after {raw_after['agent_steps_per_s']:,.0f})"
     )
-    print(f"{'DAF VecEnv (random)':<24} {vecenv:>13,.0f} {vecenv / raw:>7.0%}   (the trainer's environment alone)")
-    for (policy, workers), r in rates.items():
+    print(f"{'DAF VecEnv (random)':<32} {vecenv:>13,.0f} {vecenv / raw:>7.0%}   (the trainer's environment alone)")
+    for (policy, workers, lagged), r in rates.items():
         ratio, ratio_cpu = r["steady"] / raw, r["steady_cpu"] / raw_cpu
         target = TARGETS.get(policy)
         # PASS needs the wall ratio; the CPU ratio is shown for shared machines.
         verdict = "" if target is None else ("PASS" if ratio >= target else "MISS")
         target_s = "" if target is None else f">={target:.0%}"
-        where = "in-process" if workers == 0 else f"{workers} env worker{'s' if workers > 1 else ''}"
         print(
-            f"{f'trainer {policy} {where}':<24} {r['steady']:>13,.0f} {ratio:>7.1%} {r['steady_cpu']:>12,.0f} "
-            f"{ratio_cpu:>7.1%} {target_s:>7} {verdict:>7}"
+            f"{f'trainer {policy} {_label(workers, lagged)}':<32} {r['steady']:>13,.0f} {ratio:>7.1%} "
+            f"{r['steady_cpu']:>12,.0f} {ratio_cpu:>7.1%} {target_s:>7} {verdict:>7}"
             f"   (overall {r['overall']:,.0f}/s wall; {r['updates']} updates; last reward {r['reward']})"
         )
     print(
         "vs the trainer's own environment (VecEnv alone): "
-        + ", ".join(f"{policy}/{workers} workers {r['steady'] / vecenv:.1%}" for (policy, workers), r in rates.items())
+        + ", ".join(f"{p} {_label(w, lagged)} {r['steady'] / vecenv:.1%}" for (p, w, lagged), r in rates.items())
         + " (targets are set against raw mettagrid stepping, the first row)"
     )
     for policy in policies:
-        reference = rates.get((policy, 0))
-        for workers in worker_counts:
-            if reference is None or workers == 0:
+        reference = rates.get((policy, 0, False))
+        for workers, lagged in variants:
+            if reference is None or (workers, lagged) == (0, False):
                 continue
-            speedup = rates[policy, workers]["steady"] / reference["steady"]
+            r = rates[policy, workers, lagged]
+            speedup = r["steady"] / reference["steady"]
             verdict = "PASS" if speedup >= WORKER_SPEEDUP_TARGET else "MISS"
             print(
-                f"env workers: {policy} with {workers} vs in-process: {speedup:.2f}x wall "
+                f"{policy} {_label(workers, lagged)} vs in-process: {speedup:.2f}x wall "
                 f"(target >= {WORKER_SPEEDUP_TARGET}x: {verdict}); CPU-time rate "
-                f"{rates[policy, workers]['steady_cpu'] / reference['steady_cpu']:.2f}x (the learner's process only)"
+                f"{r['steady_cpu'] / reference['steady_cpu']:.2f}x (the learner's process only)"
             )
+
+
+def _label(workers: int, lagged: bool) -> str:
+    where = "in-process" if workers == 0 else f"{workers} env worker{'s' if workers > 1 else ''}"
+    return where + (" +overlap" if lagged else "")
 
 
 if __name__ == "__main__":

@@ -224,6 +224,12 @@ class DAFTrainingConfig(DAFConfig):
         default=16, ge=1, le=4096, description="truncated BPTT length for recurrent policies"
     )
     hidden_size: Annotated[int, Role.HYPERPARAMETER] = Field(default=128, ge=8, le=4096)
+    overlap_update: Annotated[bool, Role.HYPERPARAMETER] = Field(
+        default=False,
+        description="collect the next rollout during the PPO update, acting with the weights from before it (one "
+        "update of policy lag; PPO's ratio is taken against the weights that acted); see "
+        "daf/training/collector.py",
+    )
 
     @model_validator(mode="after")
     def _rollout_divides(self) -> DAFTrainingConfig:

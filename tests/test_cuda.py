@@ -27,13 +27,14 @@ def _config(tmp_path, policy: str, **kw) -> DAFTrainingConfig:
     )
 
 
-@pytest.mark.parametrize("env_workers", [0, 2])
+@pytest.mark.parametrize("env_workers,overlap_update", [(0, False), (2, False), (0, True), (2, True)])
 @pytest.mark.parametrize("policy", ["mlp", "lstm"])
-def test_training_runs_on_the_gpu_and_its_weights_load_anywhere(tmp_path, policy, env_workers):
+def test_training_runs_on_the_gpu_and_its_weights_load_anywhere(tmp_path, policy, env_workers, overlap_update):
     devices: list[str] = []
     fraction_before = torch.cuda.get_per_process_memory_fraction(0)
+    run_id = f"{policy}-{env_workers}-{overlap_update}"
     result = train(
-        _config(tmp_path, policy, num_env_workers=env_workers, run_id=f"{policy}-{env_workers}"),
+        _config(tmp_path, policy, num_env_workers=env_workers, overlap_update=overlap_update, run_id=run_id),
         on_update=lambda step, p: devices.append(next(p.network().parameters()).device.type),
     )
     assert result.global_step >= 4096 and set(devices) == {"cuda"}

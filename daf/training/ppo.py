@@ -38,10 +38,11 @@ from daf.training.checkpoints import (
     save_checkpoint,
     write_json,
 )
+from daf.training.collector import Collector
 from daf.training.curves import plot_learning_curve
 from daf.training.metrics import METRICS_FILE, append_metrics, read_metrics, truncate_metrics
 from daf.training.process_state import RunGenerators, process_settings_scope, thread_counts
-from daf.training.rollout import RolloutBuffer, compute_gae
+from daf.training.rollout import compute_gae
 from daf.training.tensorboard import TENSORBOARD_DIR, TensorBoardLog
 from daf.training.update import make_optimizer, ppo_update
 from daf.training.validation import (
@@ -114,13 +115,21 @@ def _train(
     progress: ProgressFn | None,
     on_update: UpdateHook | None,
 ) -> TrainingResult:
-    rollout_threads, update_threads = thread_counts(device, config.torch_threads)
+    rollout_threads, update_threads = thread_counts(device, config.torch_threads, config.overlap_update)
     envs = make_vecenv(config.missions, config.num_envs, config.seed, config.num_env_workers, config.env_overlap)
-    run = None
+    run = collector = None
     try:
         run = _start_or_resume(config, run_id, run_dir, envs, device)
-        buffer = RolloutBuffer(envs, run.net, config.num_steps, config.bptt_horizon, device)
-        total_updates = max(1, math.ceil(config.num_training_steps / buffer.batch_size))
+        collector = Collector(
+            envs,
+            run.net,
+            config.num_steps,
+            config.bptt_horizon,
+            device,
+            run.generators.acting,
+            ahead=config.overlap_update,
+        )
+        total_updates = max(1, math.ceil(config.num_training_steps / collector.batch_size))
         next_checkpoint = _next_checkpoint(run.start_step, config.checkpoint_interval)
         started = time.perf_counter()
         while run.update < total_updates:
@@ -129,7 +138,8 @@ def _train(
                 run.optimizer.param_groups[0]["lr"] = config.learning_rate * (1.0 - (run.update - 1) / total_updates)
 
             torch.set_num_threads(rollout_threads)
-            next_value = buffer.collect(envs, run.net, run.generators.sampling)
+            # With overlap_update, the next rollout starts collecting here and runs during this update.
+            buffer, next_value = collector.next(run.net, more=run.update < total_updates)
             advantages, returns = compute_gae(buffer, next_value, config.gamma, config.gae_lambda)
             run.global_step += buffer.batch_size
 
@@ -137,7 +147,7 @@ def _train(
             rollout = buffer.for_update(advantages, returns)
             stats = ppo_update(config, run.net, run.optimizer, rollout, run.generators.sampling)
 
-            sps = _record(run, envs.pop_finished(), stats, time.perf_counter() - started)
+            sps = _record(run, buffer.finished, stats, time.perf_counter() - started)
             if progress:
                 progress(TrainingProgress(run.global_step, total_updates * buffer.batch_size, sps, run.last_reward))
             if run.global_step >= next_checkpoint or run.update == total_updates:
@@ -146,6 +156,8 @@ def _train(
             if on_update is not None:
                 on_update(run.global_step, run.policy)
     finally:
+        if collector is not None:
+            collector.close()  # before the environments: a background rollout may be stepping them
         envs.close()
         if run is not None:
             run.tensorboard.close()
@@ -205,7 +217,7 @@ def _start_or_resume(
     warm-started from `policy_data_path` when given. Weights load before the optimizer exists: loading may rebuild
     the network (another hidden size), and the optimizer must hold it."""
     policy, class_path = make_policy(config, envs.env_info, device)
-    generators = RunGenerators(config.seed, device)
+    generators = RunGenerators(config.seed, device, separate_acting=config.overlap_update)
     metrics_path = run_dir / METRICS_FILE
     resume = latest_checkpoint(run_dir)
     if resume is not None:
@@ -220,8 +232,8 @@ def _start_or_resume(
     if resume is not None:
         state = load_trainer_state(resume)
         optimizer.load_state_dict(state["optimizer"])
-        generators.cpu.set_state(state["torch_rng"])
         start_step, update = int(state["global_step"]), int(state["update"])
+        generators.resume(state["torch_rng"], update)
         truncate_metrics(metrics_path, start_step)
     write_json(run_dir / CONFIG_FILE, config.model_dump(mode="json"))
     return _Run(

@@ -7,13 +7,19 @@ same path and ignore the state.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from daf.policies.tokens import trim_padding
+from daf.simulation import EpisodeOutcome
 from daf.vecenv import BlockStepping
+
+
+class CollectionStopped(Exception):
+    """A rollout collected in the background (daf.training.collector) was told to stop before its end."""
 
 
 @dataclass
@@ -29,11 +35,13 @@ class Rollout:
     returns: torch.Tensor
     chunk_states: list[torch.Tensor]  # recurrent state at the start of each `horizon` chunk: (chunks, rows, ...)
     horizon: int  # steps per sequence the update replays
+    stale: bool  # acted by weights older than the network the update starts from (daf.training.collector)
 
 
 class RolloutBuffer:
     """Storage every rollout of a run reuses, and what carries over from one rollout to the next: whether each
-    row's episode just ended, and the network's recurrent state."""
+    row's episode just ended, and the network's recurrent state. `finished` holds the episodes that ended during
+    the latest rollout, as (mission, outcome)."""
 
     def __init__(self, envs: BlockStepping, net: nn.Module, num_steps: int, bptt_horizon: int, device: torch.device):
         n = envs.num_rows
@@ -66,11 +74,21 @@ class RolloutBuffer:
             self.host_rewards = self.host_rewards.pin_memory()
         self.next_done = torch.ones(n, device=device)
         self.state = net.initial_state(n, device)
+        self.finished: list[tuple[str, EpisodeOutcome]] = []
+        self.stale = False  # set by daf.training.collector for a rollout acted by a copy of older weights
+
+    def continue_from(self, other: RolloutBuffer) -> None:
+        """Start the next rollout where `other`'s ended (another buffer over the same environments)."""
+        self.next_done = other.next_done.clone()
+        self.state = None if other.state is None else tuple(s.clone() for s in other.state)
 
     @torch.no_grad()
-    def collect(self, envs: BlockStepping, net: nn.Module, generator: torch.Generator) -> torch.Tensor:
-        """Act `num_steps` steps in every row, sampling actions from `generator`; returns the value of the
-        observation after the last step, which the advantages bootstrap from.
+    def collect(
+        self, envs: BlockStepping, net: nn.Module, generator: torch.Generator, stop: threading.Event | None = None
+    ) -> tuple[RolloutBuffer, torch.Tensor]:
+        """Act `num_steps` steps in every row, sampling actions from `generator`; returns this buffer and the value
+        of the observation after the last step, which the advantages bootstrap from. `stop`, when set, ends the
+        collection within a step (CollectionStopped).
 
         Rows come in the environment's blocks: each block is inferred and sent off to step while the next one is
         inferred (with env workers and two blocks, stepping overlaps inference; in process, one block steps at
@@ -79,6 +97,8 @@ class RolloutBuffer:
         horizon = self.horizon
         blocks = [_BlockViews(self, rows) for rows in envs.blocks]
         for t in range(self.steps):
+            if stop is not None and stop.is_set():
+                break
             for block, v in enumerate(blocks):
                 envs.wait(block)  # its step t-1 (the previous step's rewards and dones; this step's observations)
                 if t > 0:  # at t = 0, next_done carries over from the previous rollout (all ones at the start)
@@ -106,12 +126,15 @@ class RolloutBuffer:
                 envs.send(block, action.cpu().numpy())
         for block in range(len(blocks)):
             envs.wait(block)
+        if stop is not None and stop.is_set():
+            raise CollectionStopped
+        self.finished = envs.pop_finished()
         self.host_rewards[self.steps - 1] = self.host_step_rewards
         self.next_done = self.host_dones.to(self.device, copy=True, non_blocking=True)
         next_obs = self.host_obs.to(self.device)
         self.rewards.copy_(self.host_rewards, non_blocking=True)
         _, next_value, _ = net(next_obs[None], self.state, self.next_done[None])
-        return next_value[0]
+        return self, next_value[0]
 
     def for_update(self, advantages: torch.Tensor, returns: torch.Tensor) -> Rollout:
         return Rollout(
@@ -124,6 +147,7 @@ class RolloutBuffer:
             returns=returns,
             chunk_states=self.chunk_states,
             horizon=self.horizon,
+            stale=self.stale,
         )
 
 

@@ -1,5 +1,12 @@
 """The PPO update (CleanRL's): clipped policy objective, optionally clipped value loss, entropy bonus, advantage
-normalisation, gradient clipping and an early stop on approximate KL, over minibatches of rollout sequences."""
+normalisation, gradient clipping and an early stop on approximate KL, over minibatches of rollout sequences.
+
+A stale rollout (acted by weights one update older than the network, DAFTrainingConfig.overlap_update) is
+corrected as decoupled PPO does (Hilton et al. 2021, "Batch size-invariance for policy optimization"): the clipped
+ratio is taken against the network's own probabilities at the start of the update (the proximal policy), not the
+acting weights', and each sample is weighted by proximal / behaviour probability. Clipping against the acting
+weights instead would zero the gradient of every sample the last update already moved past the clip range: in
+bench/learning.py that took `mlp` from 385 to 311 on training_facility_1 at 1M agent-steps."""
 
 from __future__ import annotations
 
@@ -39,6 +46,8 @@ def ppo_update(
     sequences = _Sequences(rollout)
     device = rollout.obs.device
     minibatch = max(1, sequences.count // config.num_minibatches)
+    if rollout.stale:
+        sequences.flat["proximal"] = _proximal_logprobs(net, sequences, minibatch)
     # Statistics stay on the device until the end (no host sync per minibatch).
     clipfrac_sum, clipfrac_count = torch.zeros((), device=device), 0
     approx_kl = torch.zeros((), device=device)
@@ -51,14 +60,16 @@ def ppo_update(
             log_probs = torch.log_softmax(logits, -1)
             new_logprob = log_probs.gather(-1, mb.actions.unsqueeze(-1)).squeeze(-1)
             entropy = -(log_probs.exp() * log_probs).sum(-1)
-            log_ratio = new_logprob - mb.logprobs
+            anchor = mb.logprobs if mb.proximal is None else mb.proximal
+            log_ratio = new_logprob - anchor
             ratio = log_ratio.exp()
             with torch.no_grad():
                 approx_kl = ((ratio - 1) - log_ratio).mean()
                 clipfrac_sum += ((ratio - 1.0).abs() > config.clip_coef).float().mean()
                 clipfrac_count += 1
 
-            pg_loss = _policy_loss(config, mb.advantages, ratio)
+            behaviour = None if mb.proximal is None else (mb.proximal - mb.logprobs).exp()
+            pg_loss = _policy_loss(config, mb.advantages, ratio, behaviour)
             v_loss = _value_loss(config, new_values, mb.values, mb.returns)
             entropy_loss = entropy.mean()
             loss = pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss
@@ -83,11 +94,29 @@ def ppo_update(
     }
 
 
-def _policy_loss(config: DAFTrainingConfig, advantages: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+def _policy_loss(
+    config: DAFTrainingConfig, advantages: torch.Tensor, ratio: torch.Tensor, behaviour: torch.Tensor | None
+) -> torch.Tensor:
+    """The clipped objective; `behaviour` (proximal / acting probability) weights each sample of a stale rollout."""
     if config.norm_adv:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     clipped = torch.clamp(ratio, 1 - config.clip_coef, 1 + config.clip_coef)
-    return torch.max(-advantages * ratio, -advantages * clipped).mean()
+    loss = torch.max(-advantages * ratio, -advantages * clipped)
+    return (loss if behaviour is None else behaviour * loss).mean()
+
+
+@torch.no_grad()
+def _proximal_logprobs(net: nn.Module, sequences: _Sequences, minibatch: int) -> torch.Tensor:
+    """The log-probability of each rollout action under `net` as it is now, flat as the rollout's own (one pass
+    over the sequences in minibatch-sized pieces, each from its stored recurrent state as the update replays it)."""
+    out = torch.empty_like(sequences.flat["logprobs"])
+    for start in range(0, sequences.count, minibatch):
+        seq = torch.arange(start, min(start + minibatch, sequences.count), device=out.device)
+        mb = sequences.gather(seq)
+        logits, _, _ = net(mb.obs, mb.state, mb.resets)
+        chosen = torch.log_softmax(logits, -1).gather(-1, mb.actions.unsqueeze(-1)).squeeze(-1)
+        out.index_copy_(0, sequences.positions(seq), chosen.reshape(-1))
+    return out
 
 
 def _value_loss(
@@ -111,6 +140,7 @@ class _Minibatch:
     values: torch.Tensor
     advantages: torch.Tensor
     returns: torch.Tensor
+    proximal: torch.Tensor | None  # a stale rollout's log-probabilities under the network at the update's start
 
 
 class _Sequences:
@@ -131,12 +161,17 @@ class _Sequences:
         }
         self.states = [s.reshape(-1, *s.shape[2:]) for s in rollout.chunk_states]
 
-    def gather(self, seq: torch.Tensor) -> _Minibatch:
+    def positions(self, seq: torch.Tensor) -> torch.Tensor:
+        """The flat (time, row) positions of sequences `seq`, time-major: (horizon * M,)."""
         chunk, row = seq // self.rows, seq % self.rows
         t_idx = (chunk[:, None] * self.horizon + self.offsets[None, :]).T  # (horizon, M)
-        idx = (t_idx * self.rows + row[None, :]).reshape(-1)  # flat (time, row) positions, time-major
-        shape = t_idx.shape
+        return (t_idx * self.rows + row[None, :]).reshape(-1)
+
+    def gather(self, seq: torch.Tensor) -> _Minibatch:
+        idx = self.positions(seq)
+        shape = (self.horizon, len(seq))
         step = {name: flat.index_select(0, idx).view(shape) for name, flat in self.flat.items()}
+        step.setdefault("proximal", None)
         # The chunk's stored state already had resets applied; only resets inside the chunk matter.
         step["resets"][0] = 0.0
         return _Minibatch(

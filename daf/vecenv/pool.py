@@ -78,6 +78,13 @@ class _Worker:
         first, stop = self.slots
         return f"env worker {self.index} (pid {self.process.pid}, slots {first}-{stop - 1})"
 
+    def send(self, message: tuple) -> None:
+        try:
+            self.conn.send(message)
+        except OSError:  # a worker that died takes its end of the socket with it
+            code = _wait(self.process, 5.0)
+            raise EnvWorkerError(f"{self.name} exited with {_describe_exit(code)}: it cannot step") from None
+
     def receive(self, timeout_s: float | None = None) -> object:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while not self.conn.poll(1.0):
@@ -193,7 +200,7 @@ class EnvWorkerPool(BlockStepping):
             raise RuntimeError(f"block {block} is still stepping: wait for it before sending it new actions")
         self._actions[self.blocks[block]] = actions
         for worker in self._block_workers[block]:
-            worker.conn.send(("step", block))
+            worker.send(("step", block))
         self._stepping[block] = True
 
     def wait(self, block: int) -> None:
