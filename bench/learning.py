@@ -5,14 +5,16 @@ DAFTrainingConfig (plus any `--set` overrides) up to the largest budget; the wei
 kept (one run gives the whole curve) and evaluated by DAF's own seeded evaluator, next to the scripted `baseline`
 and `random` on the same episodes. Printed: one table (trained mean per budget, its 95% CI, per-seed means, the
 fraction of `baseline` reached, whether the CI lies above `random`'s), and learning-curve plots (evaluated reward
-against agent-steps, one panel per mission, `baseline` and `random` as lines) written to `--out`.
+against agent-steps, one panel per mission, `baseline` and `random` as lines) written to `--out`. With
+`--train-mix`, each policy and seed trains once on that weighted mix of missions (a curriculum,
+DAFTrainingConfig.mission_weights) and is evaluated on every mission of `--missions`.
 
 The CI is a percentile bootstrap of the mean over every evaluated episode of every seed (daf.stats, 2000
 resamples): it measures how well the episodes pin the mean of these runs, not the spread between seeds, which the
 per-seed means show (a few seeds cannot give a useful between-seed interval).
 
     python bench/learning.py [--quick] [--missions a,b] [--policies mlp,lstm] [--budgets 262144,1048576]
-        [--seeds 0,1] [--episodes 20] [--set key=value ...] [--out DIR]
+        [--seeds 0,1] [--episodes 20] [--train-mix mission:weight,...] [--set key=value ...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ def main() -> None:
     parser.add_argument("--budgets", help="agent-step budgets, comma-separated")
     parser.add_argument("--seeds")
     parser.add_argument("--episodes", type=int)
+    parser.add_argument(
+        "--train-mix",
+        help="train on this mix instead (mission:weight,...; DAFTrainingConfig.mission_weights) and evaluate it on "
+        "every mission of --missions",
+    )
     parser.add_argument("--set", action="append", default=[], help="DAFTrainingConfig override KEY=VALUE (YAML)")
     parser.add_argument("--out", default=None, help="where the plot goes (default: a temporary directory)")
     args = parser.parse_args()
@@ -123,39 +130,53 @@ def main() -> None:
         }
         for mission in missions
     }
-    curves: dict[tuple[str, str], dict[int, dict]] = {}
+    # Each run trains on one mission and is evaluated on it, or with --train-mix on the mix and evaluated on every
+    # mission of --missions.
+    if args.train_mix:
+        mix = [item.partition(":") for item in args.train_mix.split(",")]
+        runs = [([m for m, _, _ in mix], [float(w or 1) for _, _, w in mix], missions)]
+    else:
+        runs = [([mission], None, [mission]) for mission in missions]
+    curves: dict[tuple[str, str], dict[int, dict]] = {
+        (mission, policy): {b: {"rewards": [], "per_seed": []} for b in budgets}
+        for mission in missions
+        for policy in policies
+    }
     with tempfile.TemporaryDirectory(prefix="daf-learning-runs-") as workdir:
-        for mission in missions:
+        for train_missions, weights, evaluated in runs:
             for policy in policies:
-                per_budget: dict[int, dict] = {b: {"rewards": [], "per_seed": []} for b in budgets}
                 for seed in seeds:
                     config = DAFTrainingConfig(
                         **{
                             **overrides,
                             "policy_class_path": policy,
-                            "missions": [mission],
+                            "missions": train_missions,
+                            "mission_weights": weights,
                             "num_training_steps": budgets[-1],
                             "seed": seed,
                             "checkpoint_dir": workdir,
-                            "run_id": f"{mission}-{policy}-{seed}",
+                            "run_id": f"{'+'.join(train_missions)}-{policy}-{seed}",
                             "checkpoint_interval": 10**12,
                             "progress": False,
                         }
                     )
                     started = time.perf_counter()
                     snapshots = train_with_snapshots(config, budgets, out)
-                    print(f"trained {mission} {policy} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
-                    for budget, weights in snapshots.items():
-                        spec = PolicySpec(class_path=policy, data_path=weights)
-                        rewards = evaluate(spec, mission, episodes, seed=EVAL_SEED).rewards
-                        per_budget[budget]["rewards"] += rewards
-                        per_budget[budget]["per_seed"].append(float(np.mean(rewards)))
-                for budget, entry in per_budget.items():
-                    entry["ci"] = ci(entry["rewards"], budget)
-                curves[mission, policy] = per_budget
+                    elapsed = time.perf_counter() - started
+                    print(f"trained {'+'.join(train_missions)} {policy} seed {seed}: {elapsed:.0f} s", flush=True)
+                    for mission in evaluated:
+                        for budget, weights_file in snapshots.items():
+                            spec = PolicySpec(class_path=policy, data_path=weights_file)
+                            rewards = evaluate(spec, mission, episodes, seed=EVAL_SEED).rewards
+                            curves[mission, policy][budget]["rewards"] += rewards
+                            curves[mission, policy][budget]["per_seed"].append(float(np.mean(rewards)))
+    for per_budget in curves.values():
+        for budget, entry in per_budget.items():
+            entry["ci"] = ci(entry["rewards"], budget)
 
     print()
-    print(f"default DAFTrainingConfig{' with ' + str(overrides) if overrides else ''}; seeds {seeds}; ")
+    mix = f"; trained on the mix {args.train_mix}" if args.train_mix else ""
+    print(f"default DAFTrainingConfig{' with ' + str(overrides) if overrides else ''}{mix}; seeds {seeds}; ")
     print(f"{episodes} evaluation episodes per seed and budget (evaluation seed {EVAL_SEED})")
     header = (
         f"{'mission':<22} {'policy':<6} {'agent-steps':>11} {'trained':>8} {'95% CI':>17} {'per seed':>20} "

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from daf.errors import InputError
 from daf.input_limits import MAX_YAML_BYTES, InputTooLarge, check_size, load_yaml
+from daf.mission_mix import assign_missions
 
 # Upper bounds: generous for real work, small enough that a typo (an extra zero, 1e30) fails before compute with
 # the field named instead of exhausting memory or running for years.
@@ -166,6 +167,12 @@ class DAFTrainingConfig(DAFConfig):
     missions: Annotated[list[str], Role.SWEEP_OWNED] = Field(
         default_factory=lambda: ["training_facility_1"], min_length=1, max_length=MAX_LIST
     )
+    mission_weights: Annotated[list[Annotated[float, Field(gt=0.0, le=1e6)]] | None, Role.HYPERPARAMETER] = Field(
+        default=None,
+        max_length=MAX_LIST,
+        description="one weight per training mission: its share of the num_envs environments (default: equal); "
+        "see daf.mission_mix.py",
+    )
     # Not a searchable hyperparameter: each sweep trial trains for the sweep's training_steps_per_trial.
     num_training_steps: Annotated[int, Role.SWEEP_OWNED, Role.RESUMABLE] = Field(
         default=200_000, gt=0, le=MAX_AGENT_STEPS, description="agent-steps to train for"
@@ -235,6 +242,19 @@ class DAFTrainingConfig(DAFConfig):
     def _rollout_divides(self) -> DAFTrainingConfig:
         if self.num_steps % self.bptt_horizon and self.bptt_horizon < self.num_steps:
             raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of bptt_horizon ({self.bptt_horizon})")
+        if self.mission_weights is not None and len(self.mission_weights) != len(self.missions):
+            raise ValueError(
+                f"mission_weights has {len(self.mission_weights)} weights for {len(self.missions)} missions: give one "
+                "per mission, in the order of missions"
+            )
+        # A listed mission that no environment runs would be silently left out of training.
+        unused = set(self.missions) - set(assign_missions(self.missions, self.mission_weights, self.num_envs))
+        if unused:
+            weights = f" and mission_weights {self.mission_weights}" if self.mission_weights else ""
+            raise ValueError(
+                f"with num_envs {self.num_envs}{weights}, no environment runs {sorted(unused)}: raise num_envs"
+                + (" or its weight" if weights else "")
+            )
         if self.num_env_workers > self.num_envs:
             raise ValueError(
                 f"num_env_workers ({self.num_env_workers}) must not exceed num_envs ({self.num_envs}): each worker "

@@ -116,7 +116,14 @@ def _train(
     on_update: UpdateHook | None,
 ) -> TrainingResult:
     rollout_threads, update_threads = thread_counts(device, config.torch_threads, config.overlap_update)
-    envs = make_vecenv(config.missions, config.num_envs, config.seed, config.num_env_workers, config.env_overlap)
+    envs = make_vecenv(
+        config.missions,
+        config.num_envs,
+        config.seed,
+        config.num_env_workers,
+        config.env_overlap,
+        config.mission_weights,
+    )
     run = collector = None
     try:
         run = _start_or_resume(config, run_id, run_dir, envs, device)

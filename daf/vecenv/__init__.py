@@ -10,12 +10,18 @@ from daf.vecenv.pool import EnvWorkerError, EnvWorkerPool
 
 
 def make_vecenv(
-    missions: list[str], num_envs: int, seed: int, num_workers: int = 0, overlap: bool = True
+    missions: list[str],
+    num_envs: int,
+    seed: int,
+    num_workers: int = 0,
+    overlap: bool = True,
+    weights: list[float] | None = None,
 ) -> BlockStepping:
-    """In-process stepping for `num_workers` 0, else a pool of that many worker processes."""
+    """In-process stepping for `num_workers` 0, else a pool of that many worker processes; `weights` mix the
+    missions (daf.mission_mix)."""
     if num_workers == 0:
-        return VecEnv(missions, num_envs, seed)
-    return EnvWorkerPool(missions, num_envs, seed, num_workers, overlap)
+        return VecEnv(missions, num_envs, seed, weights=weights)
+    return EnvWorkerPool(missions, num_envs, seed, num_workers, overlap, weights)
 
 
 __all__ = ["BlockStepping", "EnvWorkerError", "EnvWorkerPool", "VecEnv", "make_vecenv"]

@@ -50,8 +50,8 @@ def serve(conn: Connection) -> None:
 
     first, stop = start["slots"]
     envs = VecEnv(
-        start["missions"], start["num_envs"], start["seed"], slots=range(first, stop), configs=start["configs"],
-        allocate=allocate,
+        start["missions"], start["num_envs"], start["seed"], weights=start["weights"], slots=range(first, stop),
+        configs=start["configs"], allocate=allocate,
     )  # fmt: skip
     try:
         conn.send(("ready", None))

@@ -11,13 +11,14 @@ from __future__ import annotations
 import numpy as np
 from mettagrid.config.mettagrid_config import MettaGridConfig
 
+from daf.mission_mix import assign_missions
 from daf.missions import get_mission
 from daf.simulation import EpisodeOutcome, SimBatch, allocate_zeros, env_interface, episode_seed
 from daf.vecenv._blocks import BlockStepping
 
 
 class VecEnv(BlockStepping):
-    """`num_envs` simulations (missions assigned round-robin) over one set of buffers, stepped here.
+    """`num_envs` simulations (missions assigned by daf.mission_mix) over one set of buffers, stepped here.
 
     The stepping interface the trainer uses is the same as the worker pool's: rows come in `blocks` (one here);
     `send(block, actions)` steps a block, `wait(block)` returns once it has stepped (at once here)."""
@@ -28,6 +29,7 @@ class VecEnv(BlockStepping):
         num_envs: int,
         seed: int,
         *,
+        weights: list[float] | None = None,
         slots: range | None = None,
         configs: dict[str, MettaGridConfig] | None = None,
         allocate=allocate_zeros,
@@ -35,7 +37,8 @@ class VecEnv(BlockStepping):
         configs = configs or {m: get_mission(m) for m in missions}
         self.env_info = env_interface(list(configs.values()))
         self.slots = slots if slots is not None else range(num_envs)
-        self.slot_missions = [missions[i % len(missions)] for i in self.slots]
+        mix = assign_missions(missions, weights, num_envs)
+        self.slot_missions = [mix[i] for i in self.slots]
         self.batch = SimBatch([configs[m] for m in self.slot_missions], allocate)
         self.seed = seed
         self._episode_counter = [0] * len(self.slots)

@@ -36,6 +36,7 @@ from mettagrid.mettagrid_c import (
     dtype_truncations,
 )
 
+from daf.mission_mix import assign_missions
 from daf.missions import get_mission
 from daf.simulation import EpisodeOutcome, env_interface
 from daf.vecenv._blocks import BlockStepping
@@ -129,15 +130,23 @@ def _describe_exit(code: int | None) -> str:
 
 
 class EnvWorkerPool(BlockStepping):
-    """`num_envs` simulations of `missions` (round-robin, as VecEnv) stepped by `num_workers` processes; the same
+    """`num_envs` simulations of `missions` (mixed as VecEnv mixes them) stepped by `num_workers` processes; the same
     stepping interface as daf.vecenv.inprocess.VecEnv (blocks, send, wait, step, pop_finished, close)."""
 
-    def __init__(self, missions: list[str], num_envs: int, seed: int, num_workers: int, overlap: bool = True):
+    def __init__(
+        self,
+        missions: list[str],
+        num_envs: int,
+        seed: int,
+        num_workers: int,
+        overlap: bool = True,
+        weights: list[float] | None = None,
+    ):
         if not 1 <= num_workers <= num_envs:
             raise ValueError(f"num_workers must be between 1 and num_envs ({num_envs}), got {num_workers}")
         configs = {m: get_mission(m) for m in missions}
         self.env_info = env_interface(list(configs.values()))
-        agents = [configs[missions[i % len(missions)]].game.num_agents for i in range(num_envs)]
+        agents = [configs[m].game.num_agents for m in assign_missions(missions, weights, num_envs)]
         row_of_slot = np.concatenate([[0], np.cumsum(agents)]).astype(int)
         n = int(row_of_slot[-1])
         self._shared = SharedArrays.create(
@@ -173,6 +182,7 @@ class EnvWorkerPool(BlockStepping):
                     "size": self._shared.size,
                     "first_row": int(row_of_slot[first]),
                     "missions": missions,
+                    "weights": weights,
                     "configs": configs,
                     "num_envs": num_envs,
                     "seed": seed,
