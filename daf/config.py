@@ -9,12 +9,22 @@ daf.input_limits.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from daf.errors import InputError
 from daf.input_limits import MAX_YAML_BYTES, InputTooLarge, check_size, load_yaml
@@ -298,6 +308,14 @@ class RangeSpec(_StrictModel):
 SearchDimension = list[Any] | RangeSpec
 
 
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter:
+    """The field's own type and bounds, without the rules between fields: those need the sweep's whole training
+    config, and daf.sweeps checks every value in it (a mix's weights need its missions, bptt_horizon num_steps)."""
+    field = DAFTrainingConfig.model_fields[name]
+    return TypeAdapter(Annotated[field.annotation, *field.metadata], config=ConfigDict(allow_inf_nan=False))
+
+
 def validate_search_space(space: dict[str, Any]) -> dict[str, SearchDimension]:
     """Lists are categorical, mappings are ranges; names must be DAFTrainingConfig hyperparameters."""
     if not space:
@@ -320,7 +338,7 @@ def validate_search_space(space: dict[str, Any]) -> dict[str, SearchDimension]:
             values = list(dim)
             for value in values:
                 try:
-                    DAFTrainingConfig.model_validate({name: value})
+                    _field_adapter(name).validate_python(value)
                 except ValidationError as exc:
                     msg = exc.errors()[0]["msg"]
                     raise ValueError(f"search_space.{name}: value {value!r} is invalid: {msg}") from None

@@ -29,6 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 LEARNS = 131_072  # agent-steps: enough for lr 0.001 to clearly beat an untrained policy
 
 
+MIX = ["training_facility_1", "training_facility_2"]
+
+
 def _config(tmp_path: Path, **overrides) -> DAFSweepConfig:
     base = {
         "name": "t",
@@ -270,6 +273,13 @@ def test_invalid_search_space_names_the_parameter(tmp_path, space, pattern):
         ({"policy_class_path": "baseline"}, "not trainable"),
         # Each value is valid alone; the combination (48, 32) is not: caught before any trial trains.
         ({"search_space": {"num_steps": [64, 48], "bptt_horizon": [16, 32]}}, "multiple of bptt_horizon"),
+        # A sampler may draw any listed value, not only the first and last: each is checked in the sweep's config.
+        ({"strategy": "random", "search_space": {"bptt_horizon": [8, 48, 16]}}, r"multiple of bptt_horizon \(48\)"),
+        # A mix's weights are checked against the sweep's missions.
+        (
+            {"missions": MIX, "search_space": {"mission_weights": [[1, 3], [1, 1, 1]]}},
+            "mission_weights has 3 weights for 2 missions",
+        ),
     ],
 )
 def test_invalid_setup_fails_before_any_training(tmp_path, overrides, pattern):

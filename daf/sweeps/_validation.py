@@ -50,10 +50,15 @@ def _check_overrides(config: DAFSweepConfig, space: dict[str, SearchDimension]) 
 
 
 def _points_to_check(config: DAFSweepConfig, space: dict[str, SearchDimension]) -> list[dict[str, Any]]:
-    """Every grid point (a bad combination fails now, not hours in), or the ends of every range."""
+    """Every grid point (a bad combination fails now, not hours in); else the ends of every range, and every value
+    of every list with the others at their first end (a sampler may draw any of them)."""
     if config.strategy == "grid":
         return [dict(zip(space, values)) for values in itertools.product(*space.values())]
-    return [{name: _end(dim, pick) for name, dim in space.items()} for pick in (0, -1)]
+    ends = [{name: _end(dim, pick) for name, dim in space.items()} for pick in (0, -1)]
+    values = [
+        {**ends[0], name: value} for name, dim in space.items() if not isinstance(dim, RangeSpec) for value in dim[1:-1]
+    ]
+    return ends + values
 
 
 def _end(dim: SearchDimension, pick: int) -> Any:
