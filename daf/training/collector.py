@@ -25,6 +25,8 @@ from daf.vecenv import BlockStepping
 
 
 class Collector:
+    """The run's rollout buffers (two with `ahead`) and, with `ahead`, the thread that fills the next one."""
+
     def __init__(
         self,
         envs: BlockStepping,

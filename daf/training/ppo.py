@@ -1,7 +1,7 @@
 """PPO for DAF's trainable policies, read as CleanRL's single-file PPO reads: `train()` runs one loop of named steps.
 
     for each update:   anneal the learning rate
-                       collect a rollout            (daf.training.rollout: RolloutBuffer.collect)
+                       collect a rollout            (daf.training.collector: now, or during the last update)
                        compute advantages (GAE)     (daf.training.rollout: compute_gae)
                        the PPO update               (daf.training.update: ppo_update)
                        record metrics and progress  (daf.training.metrics)
