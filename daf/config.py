@@ -235,6 +235,10 @@ class DAFTrainingConfig(DAFConfig):
     # ent_coef 0.02, gae_lambda 0.9, hidden_size 256 or 64 environments on assembler_1 (bench/README.md, issue #20).
     update_epochs: Annotated[int, Role.HYPERPARAMETER] = Field(default=8, ge=1, le=100)
     norm_adv: Annotated[bool, Role.HYPERPARAMETER] = True
+    norm_reward: Annotated[bool, Role.HYPERPARAMETER] = Field(
+        default=False,
+        description="divide rewards by the running std of the discounted return (daf/training/reward_scale.py)",
+    )
     clip_coef: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.2, gt=0.0, le=10.0)
     clip_vloss: Annotated[bool, Role.HYPERPARAMETER] = True
     ent_coef: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.01, ge=0.0, le=10.0)

@@ -42,6 +42,7 @@ from daf.training.collector import Collector
 from daf.training.curves import plot_learning_curve
 from daf.training.metrics import METRICS_FILE, append_metrics, read_metrics, truncate_metrics
 from daf.training.process_state import RunGenerators, process_settings_scope, thread_counts
+from daf.training.reward_scale import RewardScaler
 from daf.training.rollout import compute_gae
 from daf.training.tensorboard import TENSORBOARD_DIR, TensorBoardLog
 from daf.training.update import make_optimizer, ppo_update
@@ -147,6 +148,8 @@ def _train(
             torch.set_num_threads(rollout_threads)
             # With overlap_update, the next rollout starts collecting here and runs during this update.
             buffer, next_value = collector.next(run.net, more=run.update < total_updates)
+            if run.reward_scaler is not None:
+                buffer.rewards.copy_(run.reward_scaler.scale(buffer.rewards, buffer.resets))
             advantages, returns = compute_gae(buffer, next_value, config.gamma, config.gae_lambda)
             run.global_step += buffer.batch_size
 
@@ -187,6 +190,7 @@ class _Run:
     update: int
     checkpoint: Checkpoint | None  # the latest complete checkpoint
     tensorboard: TensorBoardLog  # the metrics log's records again, as TensorBoard events
+    reward_scaler: RewardScaler | None  # with norm_reward
     episodes_finished: int = 0
     last_reward: float | None = None  # mean episode reward of the latest update that finished episodes
 
@@ -235,10 +239,13 @@ def _start_or_resume(
         if config.policy_data_path:
             policy.load_policy_data(config.policy_data_path)
     optimizer = make_optimizer(policy.network(), config.learning_rate, device)
+    reward_scaler = RewardScaler(envs.num_rows, config.gamma, device) if config.norm_reward else None
     start_step, update = 0, 0
     if resume is not None:
         state = load_trainer_state(resume)
         optimizer.load_state_dict(state["optimizer"])
+        if reward_scaler is not None:
+            reward_scaler.load_state_dict(state["reward_scale"])
         start_step, update = int(state["global_step"]), int(state["update"])
         generators.resume(state["torch_rng"], update)
         truncate_metrics(metrics_path, start_step)
@@ -256,6 +263,7 @@ def _start_or_resume(
         update=update,
         checkpoint=resume,
         tensorboard=TensorBoardLog(run_dir, resumed_from=start_step if resume is not None else None),
+        reward_scaler=reward_scaler,
     )
 
 
@@ -287,6 +295,8 @@ def _checkpoint(run: _Run) -> None:
         "global_step": run.global_step,
         "update": run.update,
     }
+    if run.reward_scaler is not None:
+        trainer_state["reward_scale"] = run.reward_scaler.state_dict()
     config = run.config
     run.checkpoint = save_checkpoint(
         run.run_dir,
