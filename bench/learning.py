@@ -155,7 +155,7 @@ def main() -> None:
                             "num_training_steps": budgets[-1],
                             "seed": seed,
                             "checkpoint_dir": workdir,
-                            "run_id": f"{'+'.join(train_missions)}-{policy}-{seed}",
+                            "run_id": f"{'-'.join(train_missions)}-{policy}-{seed}",
                             "checkpoint_interval": 10**12,
                             "progress": False,
                         }
