@@ -252,7 +252,7 @@ class DAFTrainingConfig(DAFConfig):
     overlap_update: Annotated[bool, Role.HYPERPARAMETER] = Field(
         default=False,
         description="collect the next rollout during the PPO update, acting with the weights from before it (one "
-        "update of policy lag; PPO's ratio is taken against the weights that acted); see "
+        "update of policy lag, corrected as decoupled PPO; pair it with num_env_workers); see "
         "daf/training/collector.py",
     )
 
