@@ -181,7 +181,7 @@ class DAFTrainingConfig(DAFConfig):
         default=None,
         max_length=MAX_LIST,
         description="one weight per training mission: its share of the num_envs environments (default: equal); "
-        "see daf.mission_mix.py",
+        "see daf/mission_mix.py",
     )
     # Not a searchable hyperparameter: each sweep trial trains for the sweep's training_steps_per_trial.
     num_training_steps: Annotated[int, Role.SWEEP_OWNED, Role.RESUMABLE] = Field(
@@ -260,11 +260,6 @@ class DAFTrainingConfig(DAFConfig):
     def _rollout_divides(self) -> DAFTrainingConfig:
         if self.num_steps % self.bptt_horizon and self.bptt_horizon < self.num_steps:
             raise ValueError(f"num_steps ({self.num_steps}) must be a multiple of bptt_horizon ({self.bptt_horizon})")
-        if self.mission_weights is not None and len(self.mission_weights) != len(self.missions):
-            raise ValueError(
-                f"mission_weights has {len(self.mission_weights)} weights for {len(self.missions)} missions: give one "
-                "per mission, in the order of missions"
-            )
         # A listed mission that no environment runs would be silently left out of training.
         unused = set(self.missions) - set(assign_missions(self.missions, self.mission_weights, self.num_envs))
         if unused:

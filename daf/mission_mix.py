@@ -16,7 +16,10 @@ def assign_missions(missions: Sequence[str], weights: Sequence[float] | None, nu
     """The mission of each of `num_envs` slots; `weights` (one per mission, > 0) default to equal."""
     weights = list(weights) if weights is not None else [1.0] * len(missions)
     if len(weights) != len(missions):
-        raise ValueError(f"{len(weights)} mission weights for {len(missions)} missions: give one per mission")
+        raise ValueError(
+            f"mission_weights has {len(weights)} weights for {len(missions)} missions: give one per mission, in the "
+            "order of missions"
+        )
     total = sum(weights)
     credit = [0.0] * len(missions)
     slots = []

@@ -128,7 +128,7 @@ def test_the_stale_correction_is_the_plain_update_when_the_acting_weights_are_cu
         policy_obj, _ = make_policy(config, envs.env_info, torch.device("cpu"))
         net = policy_obj.network()
         buffer = RolloutBuffer(envs, net, config.num_steps, config.bptt_horizon, torch.device("cpu"))
-        _, next_value = buffer.collect(envs, net, torch.Generator().manual_seed(0))
+        next_value = buffer.collect(envs, net, torch.Generator().manual_seed(0))
     finally:
         envs.close()
     advantages, returns = compute_gae(buffer, next_value, config.gamma, config.gae_lambda)

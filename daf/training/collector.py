@@ -1,8 +1,9 @@
 """Where the trainer's rollouts come from: collected when asked for (CleanRL's loop), or one update ahead.
 
 With `ahead` (DAFTrainingConfig.overlap_update), the next rollout is collected in a background thread while the
-caller runs the PPO update on the one it was just given: acting, and stepping in the learner's process, then
-overlap the update instead of waiting for it. The background rollout acts with a copy of the weights from before
+caller runs the PPO update on the one it was just given: acting overlaps the update instead of waiting for it,
+and so does stepping in env workers (mettagrid holds Python's GIL while it steps, so stepping in the learner's
+process does not overlap). The background rollout acts with a copy of the weights from before
 that update, so every rollout but the first is one update stale (the policy lag of asynchronous PPO); the
 update corrects for it (daf.training.update: decoupled PPO). Two buffers alternate; the second starts where the
 first's rollout ended (each row's done flag and recurrent state).
@@ -43,7 +44,7 @@ class Collector:
         # The weights the background rollout acts with: the update changes `net` in place meanwhile.
         self._acting = copy.deepcopy(net) if ahead else None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="daf-rollout") if ahead else None
-        self._pending: Future[tuple[RolloutBuffer, torch.Tensor]] | None = None
+        self._pending: tuple[RolloutBuffer, Future[torch.Tensor]] | None = None  # the buffer being filled
         self._stop = threading.Event()
         self._turn = 0
 
@@ -52,18 +53,19 @@ class Collector:
         will be asked for), the one after it starts collecting now with `net`'s current weights; the caller may
         then update `net` while it runs."""
         if self._pending is None:
-            buffer, value = self.buffers[self._turn].collect(self.envs, net, self.generator)
-            buffer.stale = False
+            buffer = self.buffers[self._turn]
+            value = buffer.collect(self.envs, net, self.generator)
         else:
-            buffer, value = self._pending.result()
-            self._pending = None
+            (buffer, future), self._pending = self._pending, None
+            value = future.result()
         if self.ahead and more:
             self._turn = 1 - self._turn
             following = self.buffers[self._turn]
             following.continue_from(buffer)
             following.stale = True
             self._acting.load_state_dict(net.state_dict())
-            self._pending = self._thread.submit(following.collect, self.envs, self._acting, self.generator, self._stop)
+            future = self._thread.submit(following.collect, self.envs, self._acting, self.generator, self._stop)
+            self._pending = (following, future)
         return buffer, value
 
     def close(self) -> None:
@@ -74,7 +76,7 @@ class Collector:
         self._stop.set()
         if self._pending is not None:
             try:
-                self._pending.result()
+                self._pending[1].result()
             except Exception:  # noqa: BLE001 - CollectionStopped, or an error nobody reads: the run ends on its own
                 pass
             self._pending = None

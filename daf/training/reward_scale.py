@@ -34,7 +34,7 @@ class RewardScaler:
             self.returns = self.returns * self.gamma * (1.0 - resets[t].double()) + rewards[t].double()
             seen[t] = self.returns
         self._update(seen.flatten())
-        return (rewards / torch.sqrt(self.var + 1e-8).to(rewards.dtype)).to(rewards.dtype)
+        return rewards / torch.sqrt(self.var + 1e-8).to(rewards.dtype)
 
     def _update(self, batch: torch.Tensor) -> None:
         """Chan et al.'s parallel update of mean and variance (what gym's RunningMeanStd does)."""

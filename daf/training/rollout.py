@@ -85,10 +85,10 @@ class RolloutBuffer:
     @torch.no_grad()
     def collect(
         self, envs: BlockStepping, net: nn.Module, generator: torch.Generator, stop: threading.Event | None = None
-    ) -> tuple[RolloutBuffer, torch.Tensor]:
-        """Act `num_steps` steps in every row, sampling actions from `generator`; returns this buffer and the value
-        of the observation after the last step, which the advantages bootstrap from. `stop`, when set, ends the
-        collection within a step (CollectionStopped).
+    ) -> torch.Tensor:
+        """Act `num_steps` steps in every row, sampling actions from `generator`; returns the value of the
+        observation after the last step, which the advantages bootstrap from. `stop`, when set, ends the collection
+        within a step (CollectionStopped).
 
         Rows come in the environment's blocks: each block is inferred and sent off to step while the next one is
         inferred (with env workers and two blocks, stepping overlaps inference; in process, one block steps at
@@ -134,7 +134,7 @@ class RolloutBuffer:
         next_obs = self.host_obs.to(self.device)
         self.rewards.copy_(self.host_rewards, non_blocking=True)
         _, next_value, _ = net(next_obs[None], self.state, self.next_done[None])
-        return self, next_value[0]
+        return next_value[0]
 
     def for_update(self, advantages: torch.Tensor, returns: torch.Tensor) -> Rollout:
         return Rollout(
