@@ -26,7 +26,7 @@ from daf.sweeps import SweepError, run_sweep, startup_trials, storage_url, valid
 from daf.sweeps._search import pruner, sampler
 
 REPO = Path(__file__).resolve().parents[1]
-LEARNS = 131_072  # agent-steps: enough for lr 0.001 to clearly beat an untrained policy
+LEARNS = 65_536  # agent-steps: enough for lr 0.001 to clearly beat an untrained policy
 
 
 MIX = ["training_facility_1", "training_facility_2"]

@@ -108,8 +108,8 @@ def lstm_run(tmp_path_factory):
     cfg = DAFTrainingConfig(
         policy_class_path="lstm",
         missions=[MISSION],
-        num_training_steps=150_000,
-        checkpoint_interval=30_000,
+        num_training_steps=100_000,
+        checkpoint_interval=20_000,
         max_checkpoints_to_keep=2,
         checkpoint_dir=str(tmp_path_factory.mktemp("lstm_run")),
         run_id="lstm-learns",
@@ -129,7 +129,7 @@ def test_mlp_learns_to_beat_random(tmp_path):
     cfg = DAFTrainingConfig(
         policy_class_path="mlp",
         missions=[MISSION],
-        num_training_steps=150_000,
+        num_training_steps=80_000,
         checkpoint_dir=str(tmp_path),
         run_id="mlp-learns",
         seed=0,
@@ -140,7 +140,7 @@ def test_mlp_learns_to_beat_random(tmp_path):
     result = train(cfg)
     assert result.class_path == "daf.policies.neural.MLPPolicy"
     assert result.resumed_from_step == 0
-    assert result.global_step == math.ceil(150_000 / batch_size(cfg)) * batch_size(cfg)
+    assert result.global_step == math.ceil(cfg.num_training_steps / batch_size(cfg)) * batch_size(cfg)
     trained = evaluate(PolicySpec(class_path="mlp", data_path=result.final_checkpoint), MISSION, episodes=20, seed=7)
     ok, info = beats_random(trained.rewards, seed=7)
     assert ok, info
@@ -636,7 +636,7 @@ def test_user_policy_class_outside_daf_trains(tmp_path, monkeypatch):
     cfg = DAFTrainingConfig(
         policy_class_path="userpkg.tiny.TinyPolicy",
         missions=[MISSION],
-        num_training_steps=120_000,
+        num_training_steps=64_000,
         hidden_size=64,
         checkpoint_dir=str(tmp_path / "ckpt"),
         run_id="user",

@@ -58,7 +58,8 @@ def sweep_config(out: Path, name: str, storage: str, **overrides):
             "device": "cpu",
             "seed": 0,
             "storage": storage,
-            "training": {"num_envs": 4},
+            # Two update epochs, not the default 8: these tests check where trials run, not how well they learn.
+            "training": {"num_envs": 4, "update_epochs": 2},
             **overrides,
         }
     )
@@ -301,7 +302,7 @@ def test_sweep_completes_all_grid_points_when_a_dask_worker_is_killed_mid_trial(
         dask_address=address,
         max_parallel_jobs=2,
         training_steps_per_trial=32_768,
-        training={"num_envs": 4, "checkpoint_interval": 4096},
+        training={"num_envs": 4, "update_epochs": 2, "checkpoint_interval": 4096},
     )
     killer = MidTrialKiller(study_db, name, set(pids.values()))
     killer.start()

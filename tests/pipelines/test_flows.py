@@ -244,7 +244,7 @@ def test_benchmark_resume_after_failed_comparison_uses_cached_training(tmp_path,
         training_steps=120_000,
         output_dir=str(tmp_path / "out"),
         checkpoint_dir=str(tmp_path / "ckpt"),
-        training={"num_envs": 8},
+        training={"num_envs": 8, "update_epochs": 2},
     )
     faults("comparison:permanent")
     first = daf_run_benchmark_pipeline(**kwargs)
