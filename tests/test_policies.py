@@ -21,7 +21,7 @@ from daf.policies import (
     resolve_class_path,
 )
 from daf.policies.base import DAFPolicy
-from daf.policies.neural import CheckpointError, LSTMPolicy, MLPPolicy, NeuralPolicy
+from daf.policies.neural import CheckpointError, LSTMPolicy, MLPPolicy, NeuralPolicy, load_weights
 from daf.policies.rng import row_seeds
 from daf.policies.scripted import BaselinePolicy, NoopPolicy, RandomPolicy
 from daf.policies.tokens import MOVES, agent_observation_array
@@ -160,6 +160,16 @@ def test_neural_weights_round_trip_through_mettagrid_loader(tmp_path, pei):
     # Weights of another architecture are refused with the file named.
     with pytest.raises(CheckpointError, match=r"w\.pt: weights do not fit MLPPolicy"):
         initialize_or_load_policy(pei, PolicySpec(class_path=DAF_POLICIES["mlp"], data_path=str(path)))
+    # Weights of an earlier version of the same network (the LSTM before its hidden layer) are refused as such.
+    payload = load_weights(path)
+    payload["meta"]["network"] = 1
+    torch.save(payload, tmp_path / "v1.pt")
+    with pytest.raises(
+        CheckpointError,
+        match=r"v1\.pt: written by version 1 of LSTMPolicy's network, this DAF builds "
+        r"version 2 \(its layers changed\): retrain the policy",
+    ):
+        initialize_or_load_policy(pei, PolicySpec(class_path=DAF_POLICIES["lstm"], data_path=str(tmp_path / "v1.pt")))
 
 
 def test_agent_observation_matches_the_raw_buffer(tf1_config):

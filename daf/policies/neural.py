@@ -255,6 +255,9 @@ class NeuralPolicy(DAFPolicy):
     """A DAF policy around a network; samples actions from the row's seeded stream (reproducible)."""
 
     network_class: type[nn.Module] = MLPNet
+    # Raised when the network's layers change: a weights file records it and is refused by another version
+    # (with the reason, not a list of missing keys). A file without it was written by version 1.
+    network_version: int = 1
 
     def __init__(
         self,
@@ -337,7 +340,12 @@ class NeuralPolicy(DAFPolicy):
 
     def weights_meta(self) -> dict[str, Any]:
         """What a weights file records besides the weights (checked when it is loaded)."""
-        return {"hidden_size": self.hidden_size, "class": type(self).__name__, "vocabulary": VOCABULARY_VERSION}
+        return {
+            "hidden_size": self.hidden_size,
+            "class": type(self).__name__,
+            "vocabulary": VOCABULARY_VERSION,
+            "network": self.network_version,
+        }
 
     def check_weights_meta(self, meta: dict[str, Any], policy_data_path: str) -> None:
         """Refuse a weights file whose `weights_meta` says it cannot be this policy's."""
@@ -345,6 +353,11 @@ class NeuralPolicy(DAFPolicy):
             raise CheckpointError(
                 f"{policy_data_path}: written with observation vocabulary {meta.get('vocabulary')}, "
                 f"this DAF reads vocabulary {VOCABULARY_VERSION}"
+            )
+        if meta.get("class") == type(self).__name__ and meta.get("network", 1) != self.network_version:
+            raise CheckpointError(
+                f"{policy_data_path}: written by version {meta.get('network', 1)} of {type(self).__name__}'s "
+                f"network, this DAF builds version {self.network_version} (its layers changed): retrain the policy"
             )
 
     def checkpoint_spec(self, class_path: str) -> tuple[str, dict[str, Any]]:
@@ -375,6 +388,7 @@ class MLPPolicy(NeuralPolicy):
 
 class LSTMPolicy(NeuralPolicy):
     network_class = LSTMNet
+    network_version = 2  # 2: the hidden layer and the skip connection
 
 
 class CheckpointError(InputError, ValueError):
