@@ -354,9 +354,10 @@ class NeuralPolicy(DAFPolicy):
                 f"{policy_data_path}: written with observation vocabulary {meta.get('vocabulary')}, "
                 f"this DAF reads vocabulary {VOCABULARY_VERSION}"
             )
-        if meta.get("class") == type(self).__name__ and meta.get("network", 1) != self.network_version:
+        written = meta.get("network", 1)
+        if meta.get("class") == type(self).__name__ and written != self.network_version:
             raise CheckpointError(
-                f"{policy_data_path}: written by version {meta.get('network', 1)} of {type(self).__name__}'s "
+                f"{policy_data_path}: written by version {written} of {type(self).__name__}'s "
                 f"network, this DAF builds version {self.network_version} (its layers changed): retrain the policy"
             )
 
