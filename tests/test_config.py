@@ -222,7 +222,7 @@ def test_the_field_lists_derived_from_the_roles():
     # cache key holds or what a resumed run may change: make it on purpose, in the Role tags and here.
     assert HYPERPARAMETERS == {
         "learning_rate", "anneal_lr", "num_envs", "num_steps", "gamma", "gae_lambda",
-        "num_minibatches", "update_epochs", "norm_adv", "clip_coef", "clip_vloss", "ent_coef", "vf_coef",
+        "num_minibatches", "update_epochs", "norm_adv", "clip_coef", "clip_vloss", "ent_coef", "anneal_ent", "vf_coef",
         "max_grad_norm", "target_kl", "bptt_horizon", "hidden_size", "mission_weights", "overlap_update", "norm_reward",
     }  # fmt: skip
     assert fields_with(DAFTrainingConfig, Role.SWEEP_OWNED) == {

@@ -241,10 +241,13 @@ def test_training_writes_tensorboard_events_of_the_metrics_log(lstm_run):
     rows = read_metrics(result.metrics_path)
     scalars = _tensorboard_scalars(result.tensorboard_dir)
     assert set(scalars) == {
-        "charts/episode_reward", "charts/SPS", "charts/learning_rate", "losses/policy_loss", "losses/value_loss",
-        "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+        "charts/episode_reward", "charts/SPS", "charts/learning_rate", "charts/ent_coef", "losses/policy_loss",
+        "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
     }  # fmt: skip
-    pairs = (("value_loss", "losses/value_loss"), ("lr", "charts/learning_rate"), ("entropy", "losses/entropy"))
+    pairs = (
+        ("value_loss", "losses/value_loss"), ("lr", "charts/learning_rate"), ("entropy", "losses/entropy"),
+        ("ent_coef", "charts/ent_coef"),
+    )  # fmt: skip
     for key, tag in pairs:
         assert scalars[tag] == [(r["step"], pytest.approx(r[key], rel=1e-6)) for r in rows]
     # Reward points only where episodes ended in that update (the log repeats the last mean otherwise).
@@ -351,6 +354,28 @@ def test_train_leaves_process_state_as_found_and_ignores_global_rngs(tmp_path):
         timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_entropy_bonus_is_annealed_to_zero_or_kept_constant(tmp_path):
+    # 4 updates: each starts with 1, 3/4, 1/2, 1/4 of the run left.
+    assert DAFTrainingConfig().anneal_ent is False
+    annealed = train(small_config(tmp_path, "ent-annealed", policy_class_path="mlp", ent_coef=0.05, anneal_ent=True))
+    coefs = [r["ent_coef"] for r in read_metrics(annealed.metrics_path)]
+    assert coefs == pytest.approx([0.05, 0.0375, 0.025, 0.0125])
+    constant = train(small_config(tmp_path, "ent-constant", policy_class_path="mlp", ent_coef=0.05))
+    assert [r["ent_coef"] for r in read_metrics(constant.metrics_path)] == pytest.approx([0.05] * 4)
+
+    # The coefficient logged is the one the loss used: the runs differ only by it, so their weights do; with no
+    # entropy bonus at all, annealing it changes nothing.
+    def weights(result):
+        return load_weights(result.final_checkpoint)["state_dict"]
+
+    assert not state_dicts_equal(weights(annealed), weights(constant))
+    zero = [
+        train(small_config(tmp_path, f"ent-zero-{anneal}", policy_class_path="mlp", ent_coef=0.0, anneal_ent=anneal))
+        for anneal in (True, False)
+    ]
+    assert state_dicts_equal(weights(zero[0]), weights(zero[1]))
 
 
 def test_constant_learning_rate_is_saved_in_the_optimizer_state(tmp_path):

@@ -1,6 +1,6 @@
 """PPO for DAF's trainable policies, read as CleanRL's single-file PPO reads: `train()` runs one loop of named steps.
 
-    for each update:   anneal the learning rate
+    for each update:   anneal the learning rate (and the entropy bonus)
                        collect a rollout            (daf.training.collector: now, or during the last update)
                        compute advantages (GAE)     (daf.training.rollout: compute_gae)
                        the PPO update               (daf.training.update: ppo_update)
@@ -142,8 +142,10 @@ def _train(
         started = time.perf_counter()
         while run.update < total_updates:
             run.update += 1
+            remaining = 1.0 - (run.update - 1) / total_updates  # of the run, at this update's start
             if config.anneal_lr:
-                run.optimizer.param_groups[0]["lr"] = config.learning_rate * (1.0 - (run.update - 1) / total_updates)
+                run.optimizer.param_groups[0]["lr"] = config.learning_rate * remaining
+            ent_coef = config.ent_coef * remaining if config.anneal_ent else config.ent_coef
 
             torch.set_num_threads(rollout_threads)
             # With overlap_update, the next rollout starts collecting here and runs during this update.
@@ -155,7 +157,7 @@ def _train(
 
             torch.set_num_threads(update_threads)
             rollout = buffer.for_update(advantages, returns)
-            stats = ppo_update(config, run.net, run.optimizer, rollout, run.generators.sampling)
+            stats = ppo_update(config, run.net, run.optimizer, rollout, run.generators.sampling, ent_coef)
 
             sps = _record(run, buffer.finished, stats, time.perf_counter() - started)
             if progress:

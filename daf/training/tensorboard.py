@@ -20,6 +20,7 @@ TAGS = {
     "episode_reward": "charts/episode_reward",
     "sps": "charts/SPS",
     "lr": "charts/learning_rate",
+    "ent_coef": "charts/ent_coef",
     "policy_loss": "losses/policy_loss",
     "value_loss": "losses/value_loss",
     "entropy": "losses/entropy",

@@ -40,9 +40,12 @@ def ppo_update(
     optimizer: torch.optim.Optimizer,
     rollout: Rollout,
     generator: torch.Generator,
+    ent_coef: float | None = None,
 ) -> dict[str, float]:
     """`update_epochs` passes over the rollout's sequences in minibatches (shuffled by `generator`), one optimizer
-    step on the PPO loss each; returns the update's statistics for the metrics log."""
+    step on the PPO loss each; returns the update's statistics for the metrics log. `ent_coef` is this update's
+    entropy coefficient (config.ent_coef unless the trainer anneals it)."""
+    ent_coef = config.ent_coef if ent_coef is None else ent_coef
     net.train()
     sequences = _Sequences(rollout)
     device = rollout.obs.device
@@ -73,7 +76,7 @@ def ppo_update(
             pg_loss = _policy_loss(config, mb.advantages, ratio, behaviour)
             v_loss = _value_loss(config, new_values, mb.values, mb.returns)
             entropy_loss = entropy.mean()
-            loss = pg_loss - config.ent_coef * entropy_loss + config.vf_coef * v_loss
+            loss = pg_loss - ent_coef * entropy_loss + config.vf_coef * v_loss
 
             optimizer.zero_grad()
             loss.backward()
@@ -92,6 +95,7 @@ def ppo_update(
         "approx_kl": float(approx_kl),
         "clipfrac": float(clipfrac_sum) / clipfrac_count if clipfrac_count else 0.0,
         "explained_variance": explained,
+        "ent_coef": ent_coef,
     }
 
 
