@@ -244,8 +244,8 @@ class DAFTrainingConfig(DAFConfig):
     ent_coef: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.01, ge=0.0, le=10.0)
     # Off by default, measured by bench/learning.py at 1M agent-steps (seeds 0 / 1, constant bonus in brackets): it
     # hurt the LSTM, the default class, on training_facility_2, 497.0 / 434.6 (537.2 / 471.2; `baseline` 530.8), and
-    # left training_facility_1 as it was (393.4 / 406.8 vs 396.5 / 418.9); the MLP gained a little (_2: 545.9 / 501.8
-    # vs 546.9 / 490.9; assembler_1 at 5M, seed 0: 45.0 vs 40.5; bench/README.md, issue #20).
+    # left training_facility_1 as it was (393.4 / 406.8 vs 396.5 / 418.9); the MLP moved within the seeds' spread
+    # (_2: 545.9 / 501.8 vs 546.9 / 490.9; assembler_1 at 5M: 45.0 / 35.2 vs 40.5 / 36.2; bench/README.md, #20).
     anneal_ent: Annotated[bool, Role.HYPERPARAMETER] = Field(
         default=False, description="lower ent_coef linearly to 0 over the run, as anneal_lr lowers the learning rate"
     )
