@@ -142,10 +142,13 @@ def request_stop(signum: int) -> None:
 
 
 def raise_if_stop_requested() -> None:
-    """In a thread other than the main one: raise Interrupted once the process has received a stop signal (the
-    main thread got its own Interrupted already)."""
+    """Raise Interrupted once the process has received a stop signal: called at the safe points of long work
+    (every training update). Other threads get no signal of their own; the main thread gets its Interrupted from
+    the handler, but Python drops an exception raised while a finalizer runs (a `__del__`, a weakref callback: it
+    prints "Exception ignored in ..." and goes on), so a signal landing there would be lost without this check.
+    Work that caught the handler's Interrupted does not come back to a safe point: it is unwinding."""
     signum = stop_requested()
-    if signum is not None and threading.current_thread() is not threading.main_thread():
+    if signum is not None:
         raise Interrupted(signum)
 
 
@@ -171,3 +174,5 @@ def stop_on_signals(keep_after_stop: bool = False) -> Iterator[None]:
         if not (keep_after_stop and _received):
             for s, h in previous.items():
                 signal.signal(s, h)
+            if _depth == 0:
+                _received.clear()  # the stop ended this block's work; later work in this process runs

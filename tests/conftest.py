@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
 import sys
+import tempfile
 import textwrap
 import uuid
 
 import pytest
+
+
+def pytest_configure(config):
+    # Every test process (each pytest-xdist worker too) gets its own PREFECT_HOME, set before anything imports
+    # Prefect: a test never touches the user's ~/.prefect, and two processes never share an ephemeral server's
+    # SQLite database.
+    config._daf_prefect_home = tempfile.mkdtemp(prefix="daf-test-prefect-home-")
+    os.environ["PREFECT_HOME"] = config._daf_prefect_home
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "_daf_prefect_home", ""), ignore_errors=True)
 
 
 @pytest.fixture

@@ -21,6 +21,23 @@ from daf.interrupts import descendants
 DAF = Path(sys.executable).parent / "daf"
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_daf_left_running():
+    """A test that fails mid-way must not leave its `daf` (a training at full CPU, env workers that later tests
+    would count as theirs) running through the rest of the suite: its whole session is killed."""
+    yield
+    while _started:
+        proc = _started.pop()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
 class Run:
     """A `daf` command in its own session, its stderr lines collected as they come."""
 
@@ -31,6 +48,7 @@ class Run:
             [str(DAF), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             start_new_session=True,
         )  # fmt: skip
+        _started.append(self.proc)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -59,7 +77,13 @@ class Run:
         for _ in range(times):
             os.kill(self.proc.pid, signum)
             time.sleep(0.3)
-        out, _ = self.proc.communicate(timeout=120)
+        try:
+            out, _ = self.proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            while not self.lines.empty():
+                self.seen.append(self.lines.get())
+            tail = "".join(self.seen)[-4000:]
+            raise AssertionError(f"daf still running 120 s after {signal.Signals(signum).name}:\n{tail}") from None
         return self.proc.returncode, children, out
 
 
@@ -169,3 +193,33 @@ def test_stopped_sweep_marks_its_running_trials_and_resumes_them(tmp_path, signu
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert sorted(t.user_attrs["retry_of"] for t in waiting) == sorted(t.number for t in interrupted)
     assert sorted(t.params["learning_rate"] for t in waiting) == [0.001, 0.003]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped Interrupted
+def test_a_stop_whose_interrupted_python_dropped_in_a_finalizer_stops_training_at_the_next_update(tmp_path):
+    from daf.config import DAFTrainingConfig
+    from daf.interrupts import Interrupted, stop_on_signals
+    from daf.training import train
+
+    class SignalledInAFinalizer:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here; Python drops what it raises
+
+    steps, went_on = [], []
+
+    def hook(step, policy):
+        steps.append(step)
+        assert len(steps) < 5, "training went on after the stop"
+        if len(steps) == 2:
+            SignalledInAFinalizer()  # collected at once
+            went_on.append(True)  # the Interrupted did not come out of the finalizer
+
+    config = DAFTrainingConfig(
+        policy_class_path="mlp", missions=["training_facility_1"], num_envs=2, num_steps=16,
+        num_training_steps=10_000_000, checkpoint_dir=str(tmp_path), progress=False,
+    )  # fmt: skip
+    with stop_on_signals(), pytest.raises(Interrupted) as stopped:
+        train(config, on_update=hook)
+    assert went_on and len(steps) == 2  # stopped at the update after the signal, before its hook
+    assert stopped.value.signum == signal.SIGTERM
+    assert "keeps its last complete checkpoint" in "; ".join(stopped.value.__notes__)

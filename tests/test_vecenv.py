@@ -33,6 +33,16 @@ def _worker_pids(parent: int) -> list[int]:
     return found
 
 
+def _mapped_env_files(pid: int) -> set[Path]:
+    """The shared files (daf-envs-*) process `pid` maps: its own, not another test process's."""
+    paths = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and "daf-envs-" in fields[5]:
+            paths.add(Path(fields[5].removesuffix(" (deleted)")))
+    return paths
+
+
 def _gone(pids: list[int], timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -158,7 +168,8 @@ def test_workers_die_with_a_learner_killed_outright(tmp_path):
         assert learner.stdout.readline().strip() == "ready"
         workers = _worker_pids(learner.pid)
         assert len(workers) == 2
-        shared = [p for p in Path("/dev/shm").glob("daf-envs-*")] if Path("/dev/shm").is_dir() else []
+        shared = {path for pid in workers for path in _mapped_env_files(pid)}
+        assert shared, "the env workers should map the learner's shared file"
         learner.kill()  # no cleanup runs in the learner
         learner.wait()
         assert _gone(workers), "env workers outlived their learner"

@@ -19,7 +19,7 @@ from mettagrid.policy.policy import PolicySpec
 from daf.config import DAFSweepConfig, DAFTrainingConfig, Role, SearchDimension, fields_with, validate_search_space
 from daf.evaluation import evaluate, evaluate_policy
 from daf.events import ProgressFn
-from daf.interrupts import describe_stop, raise_if_stop_requested
+from daf.interrupts import describe_stop
 from daf.policies.neural import NeuralPolicy
 from daf.stats import iqm
 from daf.sweeps._locking import study_lock
@@ -71,7 +71,6 @@ class PruningHook:
 
     def __call__(self, global_step: int, policy: NeuralPolicy) -> None:
         self.global_step = global_step
-        raise_if_stop_requested()  # a trial on a thread of the flow process stops with the sweep
         # Without a pruner nothing reads intermediate values: skip their evaluations. The last update is
         # followed by the full evaluation; no intermediate one is needed there either.
         if self.config.pruner == "none" or global_step < self.next_report or global_step >= self.budget:

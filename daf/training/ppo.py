@@ -27,6 +27,7 @@ import torch
 
 from daf.config import DAFTrainingConfig
 from daf.events import ProgressFn, TrainingProgress
+from daf.interrupts import raise_if_stop_requested
 from daf.locks import directory_lock
 from daf.policies.neural import NeuralPolicy
 from daf.simulation import EpisodeOutcome
@@ -165,6 +166,9 @@ def _train(
             if run.global_step >= next_checkpoint or run.update == total_updates:
                 _checkpoint(run)
                 next_checkpoint = _next_checkpoint(run.global_step, config.checkpoint_interval)
+            # A stop signal received meanwhile: another thread's (a sweep trial's), or the main thread's whose
+            # Interrupted was lost in a finalizer (daf/interrupts.py).
+            raise_if_stop_requested()
             if on_update is not None:
                 on_update(run.global_step, run.policy)
     finally:
