@@ -22,7 +22,7 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(getattr(config, "_daf_prefect_home", ""), ignore_errors=True)
+    shutil.rmtree(config._daf_prefect_home, ignore_errors=True)
 
 
 @pytest.fixture

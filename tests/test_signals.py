@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from daf.interrupts import descendants
+from daf.config import DAFTrainingConfig
+from daf.interrupts import Interrupted, descendants, stop_on_signals
+from daf.training import train
 
 DAF = Path(sys.executable).parent / "daf"
 
@@ -197,10 +199,6 @@ def test_stopped_sweep_marks_its_running_trials_and_resumes_them(tmp_path, signu
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped Interrupted
 def test_a_stop_whose_interrupted_python_dropped_in_a_finalizer_stops_training_at_the_next_update(tmp_path):
-    from daf.config import DAFTrainingConfig
-    from daf.interrupts import Interrupted, stop_on_signals
-    from daf.training import train
-
     class SignalledInAFinalizer:
         def __del__(self):
             os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here; Python drops what it raises
