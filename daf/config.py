@@ -183,6 +183,16 @@ class DAFTrainingConfig(DAFConfig):
         description="one weight per training mission: its share of the num_envs environments (default: equal); "
         "see daf/mission_mix.py",
     )
+    reward_shaping: Annotated[
+        dict[Annotated[str, Field(min_length=1, max_length=128)], Annotated[float, Field(gt=0.0, le=1.0)]],
+        Role.HYPERPARAMETER,
+    ] = Field(
+        default_factory=dict,
+        max_length=MAX_LIST,
+        description="inventory item -> reward per unit held, in training environments only (picking one up earns "
+        "it, spending it pays it back): potential-based shaping for missions whose reward ends a chain, e.g. "
+        "{ore: 0.25}; evaluation scores the mission's own reward. See daf/reward_shaping.py",
+    )
     # Not a searchable hyperparameter: each sweep trial trains for the sweep's training_steps_per_trial.
     num_training_steps: Annotated[int, Role.SWEEP_OWNED, Role.RESUMABLE] = Field(
         default=200_000, gt=0, le=MAX_AGENT_STEPS, description="agent-steps to train for"

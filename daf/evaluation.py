@@ -22,6 +22,7 @@ from mettagrid.simulator import Action
 from mettagrid.simulator.simulator import Simulation
 
 from daf.events import EpisodesProgress, ProgressFn
+from daf.interrupts import raise_if_stop_requested
 from daf.missions import get_mission, with_map_seed
 from daf.policies.base import DAFPolicy
 from daf.policies.registry import check_spec, load_policy
@@ -198,6 +199,7 @@ def _run_batched(
         for slot in range(num_slots):
             start(slot)
         while slot_episode:
+            raise_if_stop_requested()  # a stop whose Interrupted was lost (daf.interrupts) ends it here
             started = time.perf_counter()
             policy.step_batch(batch.observations, batch.actions)
             if tally is not None:  # the rows of finished slots hold actions nobody takes: not counted
@@ -234,6 +236,7 @@ def _run_per_agent(
             agent.reset()
         try:
             while not sim.is_done():
+                raise_if_stop_requested()
                 for agent_id, obs in enumerate(sim.observations()):
                     started = time.perf_counter()
                     action = agents[agent_id].step(obs)

@@ -143,9 +143,10 @@ def request_stop(signum: int) -> None:
 
 def raise_if_stop_requested() -> None:
     """Raise Interrupted once the process has received a stop signal: called at the safe points of long work
-    (every training update). Other threads get no signal of their own; the main thread gets its Interrupted from
-    the handler, but Python drops an exception raised while a finalizer runs (a `__del__`, a weakref callback: it
-    prints "Exception ignored in ..." and goes on), so a signal landing there would be lost without this check.
+    (every training update, every evaluation step). Other threads get no signal of their own; the main thread gets
+    its Interrupted from the handler, but Python drops an exception raised while a finalizer runs (a `__del__`, a
+    weakref callback: it prints "Exception ignored in ..." and goes on), so a signal landing there would be lost
+    without this check.
     Work that caught the handler's Interrupted does not come back to a safe point: it is unwinding."""
     signum = stop_requested()
     if signum is not None:

@@ -224,6 +224,7 @@ def test_the_field_lists_derived_from_the_roles():
         "learning_rate", "anneal_lr", "num_envs", "num_steps", "gamma", "gae_lambda",
         "num_minibatches", "update_epochs", "norm_adv", "clip_coef", "clip_vloss", "ent_coef", "anneal_ent", "vf_coef",
         "max_grad_norm", "target_kl", "bptt_horizon", "hidden_size", "mission_weights", "overlap_update", "norm_reward",
+        "reward_shaping",
     }  # fmt: skip
     assert fields_with(DAFTrainingConfig, Role.SWEEP_OWNED) == {
         "policy_class_path", "policy_data_path", "missions", "num_training_steps", "run_id", "checkpoint_dir", "seed",

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from mettagrid.policy.policy import PolicySpec
 
 from daf.config import DAFTrainingConfig
+from daf.evaluation import evaluate
 from daf.interrupts import Interrupted, descendants, stop_on_signals
 from daf.training import train
 
@@ -197,12 +199,17 @@ def test_stopped_sweep_marks_its_running_trials_and_resumes_them(tmp_path, signu
     assert sorted(t.params["learning_rate"] for t in waiting) == [0.001, 0.003]
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped Interrupted
-def test_a_stop_whose_interrupted_python_dropped_in_a_finalizer_stops_training_at_the_next_update(tmp_path):
-    class SignalledInAFinalizer:
-        def __del__(self):
-            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here; Python drops what it raises
+# The Interrupted these tests' finalizer drops is what they are about: pytest reports it as unraisable.
+dropped_in_a_finalizer = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
+
+class SignalledInAFinalizer:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here; Python drops what it raises
+
+
+@dropped_in_a_finalizer
+def test_a_stop_whose_interrupted_python_dropped_in_a_finalizer_stops_training_at_the_next_update(tmp_path):
     steps, went_on = [], []
 
     def hook(step, policy):
@@ -221,3 +228,23 @@ def test_a_stop_whose_interrupted_python_dropped_in_a_finalizer_stops_training_a
     assert went_on and len(steps) == 2  # stopped at the update after the signal, before its hook
     assert stopped.value.signum == signal.SIGTERM
     assert "keeps its last complete checkpoint" in "; ".join(stopped.value.__notes__)
+
+
+@dropped_in_a_finalizer
+@pytest.mark.parametrize("loop", ["batched", "per-agent"])
+def test_a_stop_whose_interrupted_python_dropped_in_a_finalizer_stops_evaluation_at_the_next_step(
+    loop, per_agent_package
+):
+    class_path = "random" if loop == "batched" else f"{per_agent_package}.PerAgentWalker"
+    done, went_on = [], []
+
+    def progress(event):
+        done.append(event.done)
+        if len(done) == 1:
+            SignalledInAFinalizer()
+            went_on.append(True)
+
+    with stop_on_signals(), pytest.raises(Interrupted) as stopped:
+        evaluate(PolicySpec(class_path=class_path), "training_facility_1", 6, concurrent_episodes=1, progress=progress)
+    assert went_on and done == [1]  # stopped in the second episode, not after the sixth
+    assert stopped.value.signum == signal.SIGTERM

@@ -280,6 +280,11 @@ def test_invalid_search_space_names_the_parameter(tmp_path, space, pattern):
             {"missions": MIX, "search_space": {"mission_weights": [[1, 3], [1, 1, 1]]}},
             "mission_weights has 3 weights for 2 missions",
         ),
+        # Every shaping point is checked against the sweep's missions, not only the first.
+        (
+            {"missions": ["assembler_1"], "search_space": {"reward_shaping": [{}, {"ore": 0.25}, {"crystal": 0.25}]}},
+            "no training mission has an inventory item 'crystal'",
+        ),
     ],
 )
 def test_invalid_setup_fails_before_any_training(tmp_path, overrides, pattern):

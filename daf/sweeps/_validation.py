@@ -11,6 +11,7 @@ from mettagrid.policy.policy import PolicySpec
 from daf.config import DAFSweepConfig, DAFTrainingConfig, RangeSpec, SearchDimension, validate_search_space
 from daf.missions import get_mission
 from daf.policies.registry import load_policy, require_trainable, resolve_class_path
+from daf.reward_shaping import check_shaping
 from daf.simulation import env_interface
 from daf.sweeps._errors import SweepError
 from daf.sweeps._study import sweep_dir
@@ -26,6 +27,9 @@ def validate_sweep(config: DAFSweepConfig) -> dict[str, SearchDimension]:
         points = _points_to_check(config, space)
         trial_configs = [trial_config(config, p, number=0, threads=1, workers=1) for p in points]
         validate_training_config(trial_configs[0])
+        games = {m: get_mission(m) for m in config.missions}  # every point trains on the sweep's missions
+        for trial in trial_configs[1:]:
+            check_shaping(games, trial.reward_shaping)
         _check_policy(trial_configs[0])
     except ValueError as exc:
         raise SweepError(f"sweep {config.name!r}: {exc}") from None

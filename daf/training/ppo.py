@@ -29,7 +29,9 @@ from daf.config import DAFTrainingConfig
 from daf.events import ProgressFn, TrainingProgress
 from daf.interrupts import raise_if_stop_requested
 from daf.locks import directory_lock
+from daf.missions import get_mission
 from daf.policies.neural import NeuralPolicy
+from daf.reward_shaping import mission_reward, shaped
 from daf.simulation import EpisodeOutcome
 from daf.training.checkpoints import (
     CONFIG_FILE,
@@ -125,6 +127,7 @@ def _train(
         config.num_env_workers,
         config.env_overlap,
         config.mission_weights,
+        {m: shaped(get_mission(m), config.reward_shaping) for m in config.missions},
     )
     run = collector = None
     try:
@@ -199,6 +202,7 @@ class _Run:
     reward_scaler: RewardScaler | None  # with norm_reward
     episodes_finished: int = 0
     last_reward: float | None = None  # mean episode reward of the latest update that finished episodes
+    last_shaped_reward: float | None = None  # the same with reward_shaping's part, when it shapes
 
     @property
     def net(self) -> torch.nn.Module:
@@ -276,14 +280,18 @@ def _start_or_resume(
 def _record(run: _Run, finished: list[tuple[str, EpisodeOutcome]], stats: dict[str, float], elapsed: float) -> float:
     """Append the update's record to the metrics log; returns its agent-steps per second."""
     run.episodes_finished += len(finished)
-    if finished:
-        run.last_reward = float(np.mean([o.total_reward for _, o in finished]))
+    shaping = run.config.reward_shaping
+    if finished:  # the mission's own reward, as evaluation scores it; with shaping, the shaped return besides
+        run.last_reward = float(np.mean([mission_reward(o, shaping) for _, o in finished]))
+        if shaping:
+            run.last_shaped_reward = float(np.mean([o.total_reward for _, o in finished]))
     sps = (run.global_step - run.start_step) / elapsed if elapsed > 0 else 0.0
     record = {
         "step": run.global_step,
         "update": run.update,
         "sps": sps,
         "episode_reward": run.last_reward,
+        **({"shaped_episode_reward": run.last_shaped_reward} if shaping else {}),
         "episodes": len(finished),
         "lr": run.optimizer.param_groups[0]["lr"],
         **stats,

@@ -18,6 +18,7 @@ TENSORBOARD_DIR = "tensorboard"
 # metrics.jsonl key -> TensorBoard tag
 TAGS = {
     "episode_reward": "charts/episode_reward",
+    "shaped_episode_reward": "charts/shaped_episode_reward",
     "sps": "charts/SPS",
     "lr": "charts/learning_rate",
     "ent_coef": "charts/ent_coef",
@@ -47,7 +48,7 @@ class TensorBoardLog:
     def write(self, record: dict[str, Any]) -> None:
         for key, tag in TAGS.items():
             value = record.get(key)
-            if key == "episode_reward" and not record.get("episodes"):
+            if key.endswith("episode_reward") and not record.get("episodes"):
                 continue  # no episode ended in this update: the log repeats the last mean, a curve must not
             if value is not None and math.isfinite(value):
                 self._writer.add_scalar(tag, value, record["step"])

@@ -14,6 +14,7 @@ from daf.policies.contract import NetworkContractError, check_network_contract
 from daf.policies.hosted import trainable_spec
 from daf.policies.neural import NeuralPolicy, load_weights
 from daf.policies.registry import PolicyResolutionError, load_policy, require_trainable, resolve_class_path
+from daf.reward_shaping import check_shaping
 from daf.simulation import env_interface
 from daf.training.checkpoints import CONFIG_FILE, Checkpoint
 
@@ -51,6 +52,10 @@ def validate_training_config(config: DAFTrainingConfig) -> None:
         get_mission(mission)
     games = [get_mission(m) for m in config.missions]
     env_interface(games)
+    try:
+        check_shaping(dict(zip(config.missions, games)), config.reward_shaping)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
     # Each of num_envs environments holds one mission's agents: rows of every rollout tensor.
     rows = config.num_envs * max(g.game.num_agents for g in games)
     if rows > MAX_ROLLOUT_ROWS:

@@ -28,6 +28,7 @@ import time
 from multiprocessing.connection import Connection
 
 import numpy as np
+from mettagrid.config.mettagrid_config import MettaGridConfig
 from mettagrid.mettagrid_c import (
     dtype_actions,
     dtype_observations,
@@ -141,10 +142,11 @@ class EnvWorkerPool(BlockStepping):
         num_workers: int,
         overlap: bool = True,
         weights: list[float] | None = None,
+        configs: dict[str, MettaGridConfig] | None = None,
     ):
         if not 1 <= num_workers <= num_envs:
             raise ValueError(f"num_workers must be between 1 and num_envs ({num_envs}), got {num_workers}")
-        configs = {m: get_mission(m) for m in missions}
+        configs = configs or {m: get_mission(m) for m in missions}
         self.env_info = env_interface(list(configs.values()))
         agents = [configs[m].game.num_agents for m in assign_missions(missions, weights, num_envs)]
         row_of_slot = np.concatenate([[0], np.cumsum(agents)]).astype(int)
