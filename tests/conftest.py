@@ -21,6 +21,22 @@ def pytest_configure(config):
     os.environ["PREFECT_HOME"] = config._daf_prefect_home
 
 
+def pytest_xdist_make_scheduler(config, log):
+    """With `--dist loadfile`, the integration tests are one work unit: they share session fixtures (PostgreSQL, a
+    Prefect server with the project's deployments, a worker, a Dask cluster) that each pytest process would
+    otherwise start again, about a minute of both cores' time on the 2-core CI machine."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class IntegrationAsOneUnit(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "tests/integration" if scope.startswith("tests/integration/") else scope
+
+    return IntegrationAsOneUnit(config, log)
+
+
 def pytest_unconfigure(config):
     shutil.rmtree(config._daf_prefect_home, ignore_errors=True)
 

@@ -301,7 +301,7 @@ def test_sweep_completes_all_grid_points_when_a_dask_worker_is_killed_mid_trial(
         task_runner="dask",
         dask_address=address,
         max_parallel_jobs=2,
-        training_steps_per_trial=32_768,
+        training_steps_per_trial=16_384,
         training={"num_envs": 4, "update_epochs": 2, "checkpoint_interval": 4096},
     )
     killer = MidTrialKiller(study_db, name, set(pids.values()))
