@@ -399,6 +399,19 @@ def test_warm_start_loads_the_given_weights(tmp_path):
     assert not state_dicts_equal(load_weights(moving.final_checkpoint)["state_dict"], start)
 
 
+def test_weights_trained_on_one_mission_warm_start_the_next_rung_of_the_ladder(tmp_path):
+    # The curriculum of bench/README.md: assembler_1's weights start assembly_line_chest, a mission with twice the
+    # agents, a bigger map and two more inventory items; the network's input does not depend on the mission.
+    first = train(small_config(tmp_path, "rung-1", missions=["assembler_1"]))
+    start = load_weights(first.final_checkpoint)["state_dict"]
+    cfg = small_config(tmp_path, "rung-2", missions=["assembly_line_chest"], policy_data_path=first.final_checkpoint)
+    frozen = train(cfg.model_copy(update={"learning_rate": 0.0}))
+    assert state_dicts_equal(load_weights(frozen.final_checkpoint)["state_dict"], start)
+    moving = train(cfg.model_copy(update={"run_id": "rung-2-moving"}))
+    assert moving.global_step >= cfg.num_training_steps
+    assert not state_dicts_equal(load_weights(moving.final_checkpoint)["state_dict"], start)
+
+
 def test_warm_start_with_another_hidden_size_is_trained_or_refused(tmp_path):
     env = env_interface([get_mission(MISSION)])
     source = tmp_path / "warm32.pt"
