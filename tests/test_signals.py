@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -63,7 +64,7 @@ class Run:
     """A `daf` command in its own session, on a copy of `home`, its stderr lines collected as they come."""
 
     def __init__(self, args: list[str], home: Path, tmp_path: Path):
-        own_home = shutil.copytree(home, tmp_path / f"prefect-home-{len(_started)}")
+        own_home = shutil.copytree(home, tempfile.mkdtemp(prefix="prefect-home-", dir=tmp_path), dirs_exist_ok=True)
         env = prefect_env(own_home)
         self.proc = subprocess.Popen(
             [str(DAF), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
