@@ -22,7 +22,7 @@ from mettagrid.simulator import Action
 from mettagrid.simulator.simulator import Simulation
 
 from daf.events import EpisodesProgress, ProgressFn
-from daf.interrupts import raise_if_stop_requested
+from daf.interrupts import raise_if_stop_requested, stop_at_safe_points
 from daf.missions import get_mission, with_map_seed
 from daf.policies.base import DAFPolicy
 from daf.policies.registry import check_spec, load_policy
@@ -166,9 +166,10 @@ def run_episodes(
     if max_steps is not None:
         config = config.model_copy(deep=True)
         config.game.max_steps = max_steps
-    if has_batch_path(policy):
-        return _run_batched(policy, config, seeds, concurrent_episodes, progress, tally)
-    return _run_per_agent(policy, config, seeds, progress, tally)
+    with stop_at_safe_points():  # a stop signal ends the episodes at their next step (daf/interrupts.py)
+        if has_batch_path(policy):
+            return _run_batched(policy, config, seeds, concurrent_episodes, progress, tally)
+        return _run_per_agent(policy, config, seeds, progress, tally)
 
 
 def _run_batched(
@@ -199,7 +200,7 @@ def _run_batched(
         for slot in range(num_slots):
             start(slot)
         while slot_episode:
-            raise_if_stop_requested()  # a stop whose Interrupted was lost (daf.interrupts) ends it here
+            raise_if_stop_requested()
             started = time.perf_counter()
             policy.step_batch(batch.observations, batch.actions)
             if tally is not None:  # the rows of finished slots hold actions nobody takes: not counted

@@ -11,6 +11,15 @@ stops at once: every descendant process is killed and the process exits with the
 
 While a Prefect flow runs, Prefect's own SIGTERM handler raises `prefect.exceptions.TerminationSignal` instead;
 `signal_of` names the signal of either.
+
+Long work (training, evaluation, a sweep's driver) runs inside `stop_at_safe_points()`: there a signal is only
+recorded, and the exception its handler raises comes at the work's next safe point (`raise_if_stop_requested`,
+called every step). A handler's exception may otherwise land between any two bytecodes, which library code does not
+survive: `subprocess.Popen.poll` takes its waitpid lock with `if not lock.acquire(False)` and releases it in a
+`try` that starts one line later, so an exception landing between the two leaves the lock held, and the next
+`wait` blocks forever. A loop of `poll` calls was left with the lock held by 6 in 100 SIGTERMs sent from another
+process (tests/test_signals.py); the env pool polls its workers every second, and a training with env workers,
+stopped by SIGTERM on CI, hung in its close.
 """
 
 from __future__ import annotations
@@ -128,10 +137,13 @@ def _handler(signum: int, frame: object) -> None:
 
 
 def stop_requested() -> int | None:
-    """The stop signal this process received inside stop_on_signals, or None. Work running in other threads (where
-    Python delivers no signal), such as a sweep trial on the thread task runner, polls it at its safe points and
-    stops there by raising Interrupted."""
-    return _received[0] if _received else None
+    """The stop signal this process received inside stop_on_signals (or one stop_at_safe_points holds back), or
+    None. Work running in other threads (where Python delivers no signal), such as a sweep trial on the thread task
+    runner, polls it at its safe points and stops there by raising Interrupted."""
+    if _received:
+        return _received[0]
+    held = _held
+    return held.signum if held is not None and not held.delivered else None
 
 
 def request_stop(signum: int) -> None:
@@ -147,7 +159,12 @@ def raise_if_stop_requested() -> None:
     its Interrupted from the handler, but Python drops an exception raised while a finalizer runs (a `__del__`, a
     weakref callback: it prints "Exception ignored in ..." and goes on), so a signal landing there would be lost
     without this check.
-    Work that caught the handler's Interrupted does not come back to a safe point: it is unwinding."""
+    Work that caught the handler's Interrupted does not come back to a safe point: it is unwinding.
+    Inside stop_at_safe_points, the main thread runs the held signal's handler here."""
+    held = _held
+    if held is not None and held.signum is not None and not held.delivered:
+        if threading.current_thread() is threading.main_thread():
+            held.deliver()
     signum = stop_requested()
     if signum is not None:
         raise Interrupted(signum)
@@ -177,3 +194,64 @@ def stop_on_signals(keep_after_stop: bool = False) -> Iterator[None]:
                 signal.signal(s, h)
             if _depth == 0:
                 _received.clear()  # the stop ended this block's work; later work in this process runs
+
+
+class _HeldSignal:
+    """The first stop signal received inside stop_at_safe_points, and the handlers the block replaced."""
+
+    def __init__(self) -> None:
+        self.previous: dict[int, object] = {}
+        self.signum: int | None = None
+        self.delivered = False
+
+    def install(self) -> None:
+        for s in STOP_SIGNALS:
+            self.previous[s] = signal.signal(s, _hold)
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            # None: a handler installed outside Python, which cannot be put back; the default is the nearest.
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+    def deliver(self) -> None:
+        """Do what the replaced handler does with the signal: raise its exception (DAF's Interrupted, Prefect's
+        TerminationSignal, Python's KeyboardInterrupt), nothing for SIG_IGN, or end the process for SIG_DFL."""
+        self.delivered = True
+        handler = self.previous[self.signum]
+        if callable(handler):
+            handler(self.signum, None)
+        elif handler != signal.SIG_IGN:
+            signal.signal(self.signum, signal.SIG_DFL)
+            os.kill(os.getpid(), self.signum)
+
+
+_held: _HeldSignal | None = None
+
+
+def _hold(signum: int, frame: object) -> None:
+    if _held.signum is not None:  # a second signal: stop at once, as stop_on_signals does
+        kill_descendants()
+        os._exit(128 + signum)
+    _held.signum = signum
+
+
+@contextmanager
+def stop_at_safe_points() -> Iterator[None]:
+    """SIGINT and SIGTERM take effect only at the block's safe points (raise_if_stop_requested), where the handler
+    the block replaced runs, or when the block ends, whichever comes first; a second signal kills every descendant
+    and exits at once. Work that calls raise_if_stop_requested often (every step) runs in it: see the module's
+    docstring for why. Nested blocks, and blocks outside the main thread (where Python delivers no signals), change
+    nothing."""
+    global _held
+    if _held is not None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = _held = _HeldSignal()
+    try:
+        held.install()
+        yield
+    finally:
+        held.restore()
+        _held = None
+        if held.signum is not None and not held.delivered:  # it came after the block's last safe point
+            held.deliver()

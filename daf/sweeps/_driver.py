@@ -22,7 +22,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from daf.config import DAFSweepConfig, validate_search_space
 from daf.events import ProgressFn, TrialFinished
-from daf.interrupts import raise_on_stop_signals, request_stop, signal_of, stop_child_processes
+from daf.interrupts import (
+    raise_if_stop_requested,
+    raise_on_stop_signals,
+    request_stop,
+    signal_of,
+    stop_at_safe_points,
+    stop_child_processes,
+)
 from daf.sweeps._locking import study_lock
 from daf.sweeps._search import sampler, suggest
 from daf.sweeps._study import budget_left, counts_as_finished, fail_dead_trials, load_study, retry_interrupted
@@ -149,33 +156,37 @@ def drive(
     done: queue.Queue = queue.Queue()
     in_flight: dict[int, tuple[TrialTicket, TrialFuture]] = {}
     try:
-        while True:
-            trials = asker.trials()
-            # A trial of ours re-queued as dead (its worker lost, and the runner never reports back) frees its slot:
-            # its re-run is asked for like any other trial. One that finished is reported by its future.
-            for key, (ticket, _) in list(in_flight.items()):
-                trial = trials[ticket.number]
-                if trial.state != TrialState.RUNNING and not counts_as_finished(trial):
-                    del in_flight[key]
-            while len(in_flight) < config.max_parallel_jobs and (ticket := asker.next()) is not None:
-                future = starter.start(ticket)
-                in_flight[id(future)] = (ticket, future)
-                future.add_done_callback(done.put)
-            if not in_flight and not any(t.state == TrialState.RUNNING for t in trials.values()):
-                return
-            try:
-                finished = done.get(timeout=POLL_S)
-            except queue.Empty:
+        # A stop signal takes effect at the loop's top, or inside a trial run in this thread, never half-way
+        # through a write to the study's storage (daf/interrupts.py); done.get wakes every POLL_S.
+        with stop_at_safe_points():
+            while True:
+                raise_if_stop_requested()
+                trials = asker.trials()
+                # A trial of ours re-queued as dead (its worker lost, and the runner never reports back) frees its slot:
+                # its re-run is asked for like any other trial. One that finished is reported by its future.
+                for key, (ticket, _) in list(in_flight.items()):
+                    trial = trials[ticket.number]
+                    if trial.state != TrialState.RUNNING and not counts_as_finished(trial):
+                        del in_flight[key]
+                while len(in_flight) < config.max_parallel_jobs and (ticket := asker.next()) is not None:
+                    future = starter.start(ticket)
+                    in_flight[id(future)] = (ticket, future)
+                    future.add_done_callback(done.put)
+                if not in_flight and not any(t.state == TrialState.RUNNING for t in trials.values()):
+                    return
+                try:
+                    finished = done.get(timeout=POLL_S)
+                except queue.Empty:
+                    progress(study)
+                    continue
+                if id(finished) not in in_flight:  # abandoned above; the study has its outcome or its re-run
+                    continue
+                ticket, future = in_flight.pop(id(finished))
+                try:
+                    future.result()
+                except Exception as exc:  # not the trial's failure (run_trial records those): its process or runner
+                    asker.requeue(ticket, f"interrupted: {type(exc).__name__}: {exc}")
                 progress(study)
-                continue
-            if id(finished) not in in_flight:  # abandoned above; the study has its outcome or its re-run
-                continue
-            ticket, future = in_flight.pop(id(finished))
-            try:
-                future.result()
-            except Exception as exc:  # not the trial's failure (run_trial records those): its process or runner
-                asker.requeue(ticket, f"interrupted: {type(exc).__name__}: {exc}")
-            progress(study)
     except BaseException as exc:
         signum = signal_of(exc)
         if signum is not None:

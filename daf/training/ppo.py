@@ -27,7 +27,7 @@ import torch
 
 from daf.config import DAFTrainingConfig
 from daf.events import ProgressFn, TrainingProgress
-from daf.interrupts import raise_if_stop_requested
+from daf.interrupts import raise_if_stop_requested, stop_at_safe_points
 from daf.locks import directory_lock
 from daf.missions import get_mission
 from daf.policies.neural import NeuralPolicy
@@ -101,7 +101,9 @@ def train(
     with directory_lock(run_dir, f"training run {run_id!r}", TrainingError):
         try:
             device = resolve_device(config.device)
-            with process_settings_scope(device, config.gpu_memory_fraction):
+            # A stop signal takes effect at the next step or update (daf/interrupts.py: the env pool's waits and
+            # the checkpoint writes are not interrupted half-way).
+            with process_settings_scope(device, config.gpu_memory_fraction), stop_at_safe_points():
                 return _train(config, run_id, run_dir, device, progress, on_update)
         except BaseException as exc:
             if not isinstance(exc, Exception):  # a stop signal (daf/interrupts.py): say what is kept
@@ -169,9 +171,7 @@ def _train(
             if run.global_step >= next_checkpoint or run.update == total_updates:
                 _checkpoint(run)
                 next_checkpoint = _next_checkpoint(run.global_step, config.checkpoint_interval)
-            # A stop signal received meanwhile: another thread's (a sweep trial's), or the main thread's whose
-            # Interrupted was lost in a finalizer (daf/interrupts.py).
-            raise_if_stop_requested()
+            raise_if_stop_requested()  # a stop signal received during the update (daf/interrupts.py)
             if on_update is not None:
                 on_update(run.global_step, run.policy)
     finally:

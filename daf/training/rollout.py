@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from daf.interrupts import raise_if_stop_requested
 from daf.policies.tokens import trim_padding
 from daf.simulation import EpisodeOutcome
 from daf.vecenv import BlockStepping
@@ -99,6 +100,8 @@ class RolloutBuffer:
         for t in range(self.steps):
             if stop is not None and stop.is_set():
                 break
+            if stop is None:  # collecting in the caller's thread: a stop signal ends it here (daf/interrupts.py)
+                raise_if_stop_requested()
             for block, v in enumerate(blocks):
                 envs.wait(block)  # its step t-1 (the previous step's rewards and dones; this step's observations)
                 if t > 0:  # at t = 0, next_done carries over from the previous rollout (all ones at the start)
