@@ -166,6 +166,7 @@ def test_sigint_stops_a_comparison_and_a_second_one_stops_at_once(tmp_path, migr
     args = ["compare", "-p", "baseline", "-p", "random", "-m", "training_facility_1", "-n", "4000",
             "--output-dir", str(out)]  # fmt: skip
     run = Run(args, migrated_home, tmp_path)
+    again = Run([*args[:-1], str(tmp_path / "again")], migrated_home, tmp_path)  # both start their servers at once
     run.wait_for_line("Prefect flow run", timeout=180)
     time.sleep(2.0)
     code, children, stdout = run.stop(signal.SIGINT)
@@ -175,7 +176,6 @@ def test_sigint_stops_a_comparison_and_a_second_one_stops_at_once(tmp_path, migr
     assert result["outputs"]["interrupted_by"] == "SIGINT"
     assert result["errors"] == ["policy_comparison: interrupted by SIGINT"]
 
-    again = Run([*args[:-1], str(tmp_path / "again")], migrated_home, tmp_path)
     again.wait_for_line("Prefect flow run", timeout=180)
     time.sleep(2.0)
     started = time.monotonic()
