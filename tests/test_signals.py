@@ -289,12 +289,20 @@ def sigterm_raises_stopped():
     signal.signal(signal.SIGTERM, previous)
 
 
+def wait_until_held(timeout: float = 10.0) -> None:
+    """Until the signal this process sent itself has reached its handler (on a busy machine, not at once)."""
+    deadline = time.monotonic() + timeout
+    while stop_requested() is None:
+        assert time.monotonic() < deadline, "the signal did not arrive"
+        time.sleep(0.01)
+
+
 def test_a_signal_inside_stop_at_safe_points_raises_at_the_next_safe_point(sigterm_raises_stopped):
     reached, handler = [], signal.getsignal(signal.SIGTERM)
     with pytest.raises(Stopped):
         with stop_at_safe_points():
             os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.05)  # the handler has run by now: it only held the signal
+            wait_until_held()  # the handler ran and only held the signal
             reached.append("after the signal")
             assert stop_requested() == signal.SIGTERM  # what other threads' safe points see
             raise_if_stop_requested()
@@ -307,7 +315,7 @@ def test_a_signal_after_the_last_safe_point_is_raised_when_the_block_ends(sigter
     with pytest.raises(Stopped):
         with stop_at_safe_points():
             os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.05)
+            wait_until_held()
     with stop_at_safe_points():  # the next block starts with no signal held
         raise_if_stop_requested()
 
@@ -323,7 +331,7 @@ def test_stop_at_safe_points_raises_prefects_termination_signal_inside_a_flow_ru
             try:
                 with stop_at_safe_points():
                     os.kill(os.getpid(), signal.SIGTERM)
-                    time.sleep(0.05)
+                    wait_until_held()
                     raise_if_stop_requested()
             except TerminationSignal:
                 seen.append("TerminationSignal")
@@ -353,12 +361,13 @@ def test_signals_at_random_points_of_popen_polls_never_leave_its_lock_held(sigte
 def test_a_second_signal_inside_stop_at_safe_points_kills_the_children_and_exits_at_once(tmp_path):
     script = (
         "import os, signal, subprocess, sys, time\n"
-        "from daf.interrupts import stop_at_safe_points\n"
+        "from daf.interrupts import stop_at_safe_points, stop_requested\n"
         "with stop_at_safe_points():\n"
         "    child = subprocess.Popen(['sleep', '60'])\n"
         "    print(child.pid, flush=True)\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    time.sleep(0.05)\n"
+        "    while stop_requested() is None:\n"
+        "        time.sleep(0.01)\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    time.sleep(30)\n"
     )
