@@ -128,10 +128,21 @@ _received: list[int] = []
 _depth = 0
 
 
+def _stop_at_once(signum: int) -> None:
+    """What a second stop signal does, in either kind of block: kill every descendant, exit."""
+    kill_descendants()
+    os._exit(128 + signum)
+
+
+def _restore_handlers(previous: dict[int, object]) -> None:
+    for s, handler in previous.items():
+        # None: a handler installed outside Python, which cannot be put back; the default is the nearest.
+        signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
 def _handler(signum: int, frame: object) -> None:
     if _received:
-        kill_descendants()
-        os._exit(128 + signum)
+        _stop_at_once(signum)
     _received.append(signum)
     raise Interrupted(signum)
 
@@ -143,7 +154,7 @@ def stop_requested() -> int | None:
     if _received:
         return _received[0]
     held = _held
-    return held.signum if held is not None and not held.delivered else None
+    return held.signum if held is not None and held.pending else None
 
 
 def request_stop(signum: int) -> None:
@@ -162,9 +173,8 @@ def raise_if_stop_requested() -> None:
     Work that caught the handler's Interrupted does not come back to a safe point: it is unwinding.
     Inside stop_at_safe_points, the main thread runs the held signal's handler here."""
     held = _held
-    if held is not None and held.signum is not None and not held.delivered:
-        if threading.current_thread() is threading.main_thread():
-            held.deliver()
+    if held is not None and held.pending and threading.current_thread() is threading.main_thread():
+        held.deliver()
     signum = stop_requested()
     if signum is not None:
         raise Interrupted(signum)
@@ -190,8 +200,7 @@ def stop_on_signals(keep_after_stop: bool = False) -> Iterator[None]:
     finally:
         _depth -= 1
         if not (keep_after_stop and _received):
-            for s, h in previous.items():
-                signal.signal(s, h)
+            _restore_handlers(previous)
             if _depth == 0:
                 _received.clear()  # the stop ended this block's work; later work in this process runs
 
@@ -204,14 +213,15 @@ class _HeldSignal:
         self.signum: int | None = None
         self.delivered = False
 
+    @property
+    def pending(self) -> bool:
+        """A signal was received and its handler has not run yet."""
+        return self.signum is not None and not self.delivered
+
     def install(self) -> None:
+        # One at a time, each recorded at once: a signal may arrive between two, and deliver() needs its handler.
         for s in STOP_SIGNALS:
             self.previous[s] = signal.signal(s, _hold)
-
-    def restore(self) -> None:
-        for s, handler in self.previous.items():
-            # None: a handler installed outside Python, which cannot be put back; the default is the nearest.
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
     def deliver(self) -> None:
         """Do what the replaced handler does with the signal: raise its exception (DAF's Interrupted, Prefect's
@@ -229,9 +239,8 @@ _held: _HeldSignal | None = None
 
 
 def _hold(signum: int, frame: object) -> None:
-    if _held.signum is not None:  # a second signal: stop at once, as stop_on_signals does
-        kill_descendants()
-        os._exit(128 + signum)
+    if _held.signum is not None:  # a second signal
+        _stop_at_once(signum)
     _held.signum = signum
 
 
@@ -246,12 +255,12 @@ def stop_at_safe_points() -> Iterator[None]:
     if _held is not None or threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = _held = _HeldSignal()
+    held = _held = _HeldSignal()  # before its handler is installed: the handler records into it
     try:
         held.install()
         yield
     finally:
-        held.restore()
+        _restore_handlers(held.previous)
         _held = None
-        if held.signum is not None and not held.delivered:  # it came after the block's last safe point
+        if held.pending:  # it came after the block's last safe point
             held.deliver()
