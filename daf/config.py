@@ -226,12 +226,13 @@ class DAFTrainingConfig(DAFConfig):
     )
 
     # PPO hyperparameters
-    # 2e-3 (bench/README.md, "The learning rate", issue #20; bench/learning.py, 20 episodes, seed 42): `mlp` on
-    # assembler_1 at 5M agent-steps scored 67.2 / 69.7 on seeds 0 / 1 (82% of `baseline`; 3e-3: 40.5 / 36.2, 46%).
-    # On the facilities at 1M it costs little: training_facility_1 392.9 / 406.9 (3e-3: 399.4 / 399.8), `_2` over
-    # seeds 0-3 488.5 (3e-3: 514.8; `baseline` 530.8); `lstm` 419.6 / 404.6 and 503.0 / 484.1 (3e-3: 396.5 / 418.9,
-    # 537.2 / 471.2). 1e-3 keeps training_facility_1 only just above `baseline` (363.1); 1e-2 collapsed the LSTM
-    # (55 at 1M); an earlier sweep's 1e-2 optimum was for 262k-step trials, whose annealing lowers the rate faster.
+    # 2e-3 (bench/README.md, "The default learning rate moves to 2e-3", issue #20; bench/learning.py, 20 episodes,
+    # seed 42): `mlp` on assembler_1 at 5M agent-steps scored 67.2 / 69.7 on seeds 0 / 1 (82% of `baseline`; 3e-3:
+    # 40.5 / 36.2, 46%). On the facilities at 1M it costs little: training_facility_1 392.9 / 406.9 (3e-3: 399.4 /
+    # 399.8), `_2` over seeds 0-3 488.5 (3e-3: 514.8; `baseline` 530.8); `lstm` 419.6 / 404.6 and 503.0 / 484.1
+    # (3e-3: 396.5 / 418.9, 537.2 / 471.2). 1e-3 keeps training_facility_1 only just above `baseline` (363.1); 1e-2
+    # collapsed the LSTM (55 at 1M); an earlier sweep's 1e-2 optimum was for 262k-step trials, whose annealing lowers
+    # the rate faster.
     learning_rate: Annotated[float, Role.HYPERPARAMETER] = Field(default=2e-3, ge=0.0, le=1.0)
     anneal_lr: Annotated[bool, Role.HYPERPARAMETER] = True
     num_envs: Annotated[int, Role.HYPERPARAMETER] = Field(default=16, ge=1, le=4096)
