@@ -25,6 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import to_jsonable_python
 
 from daf.errors import InputError
 from daf.input_limits import MAX_YAML_BYTES, InputTooLarge, check_size, load_yaml
@@ -72,9 +73,34 @@ class ConfigError(InputError, ValueError):
     """A configuration is invalid; the message names the source, the field and what is allowed."""
 
 
+def _form_layout(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """Number the fields of a config's JSON schema (`position`, the key the Prefect UI's run form sorts by): nothing
+    else keeps their order there, since a PostgreSQL-backed server stores the schema as jsonb, which orders object
+    keys by length. A pipeline's own fields come first (what the run is: policies, missions, episodes, steps), the
+    DAFConfig fields every pipeline shares after them (where and how it runs)."""
+    shared = [name for name in DAFConfig.model_fields if name in model.model_fields]
+    order = [name for name in model.model_fields if name not in shared] + shared
+    properties = schema.get("properties", {})
+    schema["properties"] = {
+        name: {**properties[name], "position": i} for i, name in enumerate(order) if name in properties
+    }
+    # pydantic leaves a default_factory's value out of the schema, and the form submits what it shows: an empty
+    # `baselines` would silently compare against none.
+    for name, field in model.model_fields.items():
+        if name in schema["properties"] and field.default_factory is not None:
+            schema["properties"][name].setdefault("default", to_jsonable_python(field.default_factory()))
+
+
 class _StrictModel(BaseModel):
-    # No inf/nan anywhere: a non-finite learning rate or episode count is never what the user meant.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # No inf/nan anywhere: a non-finite learning rate or episode count is never what the user meant. A field's
+    # docstring is its description (in the JSON schema, so in the Prefect UI's run form too).
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        allow_inf_nan=False,
+        use_attribute_docstrings=True,
+        json_schema_extra=_form_layout,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -139,21 +165,37 @@ class DAFConfig(_StrictModel):
     """Resources and locations shared by every pipeline."""
 
     output_dir: Annotated[str, Role.RESUMABLE] = "daf_output"
+    """Where runs, reports, bundles and (by default) checkpoints are written; relative to the working directory of the
+    run.
+    """
     checkpoint_dir: Annotated[str | None, Role.SWEEP_OWNED, Role.RESUMABLE] = Field(
-        default=None, description="default (null): <output_dir>/checkpoints"
+        default=None, description="where training runs keep checkpoints (default: output_dir/checkpoints)"
     )
     max_checkpoints_to_keep: Annotated[int, Role.RESUMABLE] = Field(default=3, ge=1, le=1000)
+    """Checkpoints a training run keeps (older ones are deleted; the final one is always kept)."""
     max_parallel_jobs: Annotated[int, Role.EXECUTION] = Field(default=1, ge=1, le=256)
+    """Evaluations or sweep trials that may run at once."""
     # A sweep divides it among its max_parallel_jobs trials (one shared GPU) unless `training` sets it (a GPU each).
     gpu_memory_fraction: Annotated[float, Role.RESUMABLE] = Field(default=1.0, gt=0.0, le=1.0)
+    """Share of the GPU's memory a training process may use."""
     device: Annotated[Literal["auto", "cpu", "cuda"], Role.RESUMABLE] = "auto"
+    """Where torch computes: auto (CUDA when available), cpu or cuda."""
     seed: Annotated[int, Role.SWEEP_OWNED, Role.FINGERPRINT] = Field(default=42, ge=0, le=MAX_SEED)
+    """Seed of every random draw: training, episode maps, evaluation, search."""
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], Role.EXECUTION] = "INFO"
+    """Level of DAF's log lines."""
     task_runner: Annotated[Literal["thread", "process", "dask"], Role.EXECUTION] = "thread"
+    """Where evaluations and sweep trials run: thread (this process), process (child processes) or dask (the cluster at
+    dask_address).
+    """
     dask_address: Annotated[str | None, Role.EXECUTION] = None
+    """Dask scheduler address (tcp://host:port) for task_runner dask."""
     use_cache: Annotated[bool, Role.EXECUTION] = True
+    """Reuse the results of identical tasks from earlier runs (keyed on the content of what they read)."""
     refresh_cache: Annotated[bool, Role.EXECUTION] = False
+    """Compute every task again and overwrite its cached result."""
     cache_expiration_hours: Annotated[float | None, Role.EXECUTION] = Field(default=None, gt=0, le=24 * 365 * 100)
+    """Cached results older than this are computed again (default: they never expire)."""
 
     def checkpoint_root(self) -> Path:
         """Where training runs keep checkpoints: checkpoint_dir when set, else <output_dir>/checkpoints.
@@ -173,10 +215,15 @@ class DAFTrainingConfig(DAFConfig):
     """One PPO training run. Every trainer hyperparameter lives here (CleanRL style)."""
 
     policy_class_path: Annotated[str, Role.SWEEP_OWNED] = "lstm"
+    """Policy to train: a registered name (lstm, mlp; `daf policies` lists them) or the dotted path of a mettagrid
+    MultiAgentPolicy class.
+    """
     policy_data_path: Annotated[str | None, Role.SWEEP_OWNED] = None
+    """Weights to start from (a DAF checkpoint): a warm start, e.g. a ladder of missions."""
     missions: Annotated[list[str], Role.SWEEP_OWNED] = Field(
         default_factory=lambda: ["training_facility_1"], min_length=1, max_length=MAX_LIST
     )
+    """Training missions: built-in names (`daf missions` lists them), or mission YAML files from Python and the CLI."""
     mission_weights: Annotated[list[Annotated[float, Field(gt=0.0, le=1e6)]] | None, Role.HYPERPARAMETER] = Field(
         default=None,
         max_length=MAX_LIST,
@@ -189,7 +236,7 @@ class DAFTrainingConfig(DAFConfig):
     ] = Field(
         default_factory=dict,
         max_length=MAX_LIST,
-        description="inventory item -> reward per unit held, in training environments only (picking one up earns "
+        description="a reward per unit held, by inventory item, in training environments only (picking one up earns "
         "it, spending it pays it back): potential-based shaping for missions whose reward ends a chain, e.g. "
         "{ore: 0.25}; evaluation scores the mission's own reward. See daf/reward_shaping.py",
     )
@@ -198,8 +245,13 @@ class DAFTrainingConfig(DAFConfig):
         default=200_000, gt=0, le=MAX_AGENT_STEPS, description="agent-steps to train for"
     )
     eval_missions: Annotated[list[str], Role.RESUMABLE] = Field(default_factory=list, max_length=MAX_LIST)
+    """Missions to evaluate the trained policy on (empty: no evaluation stage)."""
     eval_episodes: Annotated[int, Role.RESUMABLE] = Field(default=10, gt=0, le=MAX_EPISODES)
+    """Episodes per evaluation mission."""
     run_id: Annotated[DirectoryName | None, Role.SWEEP_OWNED, Role.RESUMABLE] = None
+    """Name of the run's checkpoint folder; a run_id that has checkpoints resumes from its last one (default: a new
+    name).
+    """
     checkpoint_interval: Annotated[int, Role.RESUMABLE] = Field(
         default=50_000, gt=0, le=MAX_AGENT_STEPS, description="agent-steps between checkpoints"
     )
@@ -211,6 +263,7 @@ class DAFTrainingConfig(DAFConfig):
         "rollout always uses 1 thread on CPU",
     )
     progress: Annotated[bool, Role.EXECUTION, Role.SWEEP_OWNED] = True
+    """Show a progress bar."""
     num_env_workers: Annotated[int, Role.RESUMABLE] = Field(
         default=0,
         ge=0,
@@ -221,8 +274,8 @@ class DAFTrainingConfig(DAFConfig):
     env_overlap: Annotated[bool, Role.RESUMABLE] = Field(
         default=True,
         description="with env workers: step half of the environments while the learner acts on the other half "
-        "(faster; the same seed gives the same weights for any num_env_workers >= 1); false: act on all rows at "
-        "once, giving exactly the weights of in-process stepping",
+        "(faster; the same seed gives the same weights for any num_env_workers of 1 or more); false: act on all rows "
+        "at once, giving exactly the weights of in-process stepping",
     )
 
     # PPO hyperparameters
@@ -234,27 +287,38 @@ class DAFTrainingConfig(DAFConfig):
     # collapsed the LSTM (55 at 1M); an earlier sweep's 1e-2 optimum was for 262k-step trials, whose annealing lowers
     # the rate faster.
     learning_rate: Annotated[float, Role.HYPERPARAMETER] = Field(default=2e-3, ge=0.0, le=1.0)
+    """Adam's learning rate."""
     anneal_lr: Annotated[bool, Role.HYPERPARAMETER] = True
+    """Lower the learning rate linearly to 0 over the run."""
     num_envs: Annotated[int, Role.HYPERPARAMETER] = Field(default=16, ge=1, le=4096)
+    """Environments stepped in parallel."""
     num_steps: Annotated[int, Role.HYPERPARAMETER] = Field(
         default=64, ge=1, le=4096, description="rollout length per environment"
     )
     gamma: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.99, gt=0.0, le=1.0)
+    """Discount factor."""
     gae_lambda: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.95, ge=0.0, le=1.0)
+    """GAE lambda: the bias-variance trade-off of the advantage estimate."""
     num_minibatches: Annotated[int, Role.HYPERPARAMETER] = Field(default=4, ge=1, le=4096)
+    """Minibatches per update epoch."""
     # 8, not 4: bench/learning.py, `mlp`, seeds 0 and 1 at 1M agent-steps: training_facility_1 399 / 400 (4 epochs:
     # 385 / 381; `baseline` 357), training_facility_2 547 / 491 (485 / 455; `baseline` 531). Each update costs twice
     # the compute; 8 minibatches of 4 epochs (as many optimizer steps) did not help (477 on _2), nor did gamma 0.995,
     # ent_coef 0.02, gae_lambda 0.9, hidden_size 256 or 64 environments on assembler_1 (bench/README.md, issue #20).
     update_epochs: Annotated[int, Role.HYPERPARAMETER] = Field(default=8, ge=1, le=100)
+    """Passes over each rollout per update."""
     norm_adv: Annotated[bool, Role.HYPERPARAMETER] = True
+    """Normalise advantages per minibatch."""
     norm_reward: Annotated[bool, Role.HYPERPARAMETER] = Field(
         default=False,
         description="divide rewards by the running std of the discounted return (daf/training/reward_scale.py)",
     )
     clip_coef: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.2, gt=0.0, le=10.0)
+    """PPO's clipping range of the probability ratio."""
     clip_vloss: Annotated[bool, Role.HYPERPARAMETER] = True
+    """Clip the value loss as PPO clips the policy loss."""
     ent_coef: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.01, ge=0.0, le=10.0)
+    """Weight of the entropy bonus."""
     # Off by default, measured by bench/learning.py at 1M agent-steps (seeds 0 / 1, constant bonus in brackets): it
     # hurt the LSTM, the default class, on training_facility_2, 497.0 / 434.6 (537.2 / 471.2; `baseline` 530.8), and
     # left training_facility_1 as it was (393.4 / 406.8 vs 396.5 / 418.9); the MLP moved within the seeds' spread
@@ -263,12 +327,16 @@ class DAFTrainingConfig(DAFConfig):
         default=False, description="lower ent_coef linearly to 0 over the run, as anneal_lr lowers the learning rate"
     )
     vf_coef: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.5, ge=0.0, le=100.0)
+    """Weight of the value loss."""
     max_grad_norm: Annotated[float, Role.HYPERPARAMETER] = Field(default=0.5, gt=0.0, le=1e6)
+    """Gradients are clipped to this global norm."""
     target_kl: Annotated[float | None, Role.HYPERPARAMETER] = Field(default=None, gt=0.0, le=100.0)
+    """Stop an update's epochs early once the approximate KL exceeds this (default: never)."""
     bptt_horizon: Annotated[int, Role.HYPERPARAMETER] = Field(
         default=16, ge=1, le=4096, description="truncated BPTT length for recurrent policies"
     )
     hidden_size: Annotated[int, Role.HYPERPARAMETER] = Field(default=128, ge=8, le=4096)
+    """Width of the policy network's hidden layers."""
     overlap_update: Annotated[bool, Role.HYPERPARAMETER] = Field(
         default=False,
         description="collect the next rollout during the PPO update, acting with the weights from before it (one "
@@ -310,9 +378,13 @@ class RangeSpec(_StrictModel):
     """A numeric search range: float unless low/high/step are all integers."""
 
     low: float
+    """Lowest value."""
     high: float
+    """Highest value."""
     log: bool = False
+    """Sample on a log scale."""
     step: float | None = Field(default=None, gt=0)
+    """Spacing of the values (integers when low, high and step are all whole)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> RangeSpec:
@@ -375,18 +447,28 @@ class DAFSweepConfig(DAFConfig):
     """A hyperparameter search where every trial trains and is evaluated."""
 
     name: Annotated[DirectoryName, Role.SWEEP_CONTROL] = "sweep"
+    """The study's name: a sweep with the same name and output_dir continues it."""
     policy_class_path: Annotated[str, Role.FINGERPRINT] = "lstm"
+    """Policy every trial trains: a registered name or the dotted path of a mettagrid MultiAgentPolicy class."""
     policy_data_path: Annotated[str | None, Role.FINGERPRINT] = None
+    """Weights every trial starts from (a DAF checkpoint)."""
     missions: Annotated[list[str], Role.FINGERPRINT] = Field(
         default_factory=lambda: ["training_facility_1"], min_length=1, max_length=MAX_LIST
     )
+    """Missions every trial trains and is scored on: built-in names, or mission YAML files from Python and the CLI."""
     search_space: Annotated[dict[str, Any], Role.FINGERPRINT]
+    """Hyperparameters to search: a list of values, or a range {low, high, log, step}; names are DAFTrainingConfig
+    hyperparameters.
+    """
     strategy: Annotated[Literal["grid", "random", "bayesian"], Role.FINGERPRINT] = "grid"
+    """grid (every combination), random, or bayesian (Optuna's TPE)."""
     num_trials: Annotated[int | None, Role.SWEEP_CONTROL] = Field(
         default=None, ge=1, le=MAX_TRIALS, description="default: grid size, or 10"
     )
     episodes_per_trial: Annotated[int, Role.FINGERPRINT] = Field(default=5, ge=1, le=MAX_EPISODES)
+    """Evaluation episodes per mission that score a trial."""
     training_steps_per_trial: Annotated[int, Role.FINGERPRINT] = Field(default=50_000, gt=0, le=MAX_AGENT_STEPS)
+    """Agent-steps each trial trains for."""
     max_agent_steps: Annotated[int | None, Role.SWEEP_CONTROL] = Field(
         default=None, gt=0, le=MAX_AGENT_STEPS, description="compute budget: agent-steps all trials together may train"
     )
@@ -400,8 +482,11 @@ class DAFSweepConfig(DAFConfig):
         description="no pruning verdict before these agent-steps; default: a quarter of the budget",
     )
     objective: Annotated[Literal["mean", "iqm"], Role.FINGERPRINT] = "mean"
+    """A trial's score over its episodes: mean, or iqm (interquartile mean)."""
     optimize_direction: Annotated[Literal["maximize", "minimize"], Role.FINGERPRINT] = "maximize"
+    """Whether a higher or a lower score is better."""
     pruner: Annotated[Literal["median", "hyperband", "none"], Role.SWEEP_CONTROL] = "median"
+    """Stop unpromising trials early: median, hyperband, or none."""
     storage: Annotated[str | None, Role.SWEEP_CONTROL] = Field(
         default=None, description="SQLAlchemy URL; default: SQLite under the sweep's output dir"
     )
@@ -472,34 +557,56 @@ class PolicyEntry(_StrictModel):
     """A policy to evaluate: mettagrid's PolicySpec fields plus an optional display name."""
 
     class_path: str
+    """A registered policy name (`daf policies`) or the dotted path of a mettagrid MultiAgentPolicy class."""
     data_path: str | None = None
+    """The policy's weights (a DAF checkpoint or bundle), if it has any."""
     init_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the policy class."""
     name: str | None = None
+    """Name shown in reports (default: derived from the class and weights)."""
 
 
 class DAFComparisonConfig(DAFConfig):
     policies: list[PolicyEntry] = Field(min_length=1, max_length=MAX_LIST)
+    """Policies to compare, each with its weights if it has any."""
     missions: list[str] = Field(min_length=1, max_length=MAX_LIST)
+    """Missions every policy is evaluated on: built-in names, or mission YAML files from Python and the CLI."""
     episodes_per_mission: int = Field(default=10, ge=1, le=MAX_EPISODES)
+    """Episodes per policy and mission (the same seeds, so the same maps, for every policy)."""
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    """Significance level of the pairwise tests."""
     correction: Literal["holm", "bh"] = "holm"
+    """Correction for testing many pairs: holm (family-wise error) or bh (false discovery rate)."""
     parallel_evaluation: bool = False
+    """Run the evaluations at once, up to max_parallel_jobs."""
     report_title: str = "DAF comparison report"
+    """Title of the HTML report."""
 
 
 class DAFBenchmarkConfig(DAFConfig):
     policies: list[PolicyEntry] = Field(min_length=1, max_length=MAX_LIST)
+    """Policies to benchmark: a trainable one without weights is trained first."""
     missions: list[str] = Field(min_length=1, max_length=MAX_LIST)
+    """Missions every policy is evaluated on: built-in names, or mission YAML files from Python and the CLI."""
     episodes_per_mission: int = Field(default=10, ge=1, le=MAX_EPISODES)
+    """Episodes per policy and mission."""
     training_missions: list[str] | None = Field(default=None, max_length=MAX_LIST)
+    """Missions to train on (default: the evaluation missions)."""
     training_steps: int = Field(default=100_000, gt=0, le=MAX_AGENT_STEPS)
+    """Agent-steps each policy without weights trains for."""
     training: dict[str, Any] = Field(default_factory=dict, description="DAFTrainingConfig overrides for training")
     compare_baselines: bool = True
+    """Evaluate the baselines beside the policies."""
     baselines: list[str] = Field(default_factory=lambda: ["baseline", "random"], max_length=MAX_LIST)
+    """Reference policies compared with: registered names."""
     create_deployment_package: bool = False
+    """Package the best policy as a validated bundle."""
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    """Significance level of the pairwise tests."""
     correction: Literal["holm", "bh"] = "holm"
+    """Correction for testing many pairs: holm (family-wise error) or bh (false discovery rate)."""
     parallel_evaluation: bool = False
+    """Run the evaluations at once, up to max_parallel_jobs."""
 
     @field_validator("policies", mode="before")
     @classmethod

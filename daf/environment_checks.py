@@ -1,9 +1,11 @@
-"""Checks that a machine can run DAF: Python, packages, device, missions, policies, disk."""
+"""Checks that a machine can run DAF: Python, packages, device, missions, policies, disk; and whether a Docker host
+can run the GPU pool's containers."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import shutil
 import sys
 import tempfile
@@ -278,4 +280,52 @@ def daf_check_environment(
     _check_network_contracts(report, policy_class_paths or [], missions or [])
     _check_policy_data(report, policy_data or [])
     _check_output_dir(report, output_dir)
+    return report
+
+
+# What the daf-docker-gpu deployments ask of the Docker host (deployments/prefect.yaml: `docker run --gpus all`).
+GPU_DEVICE_REQUEST = {"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}
+
+
+def daf_check_docker_host(image: str = "daf-worker:latest") -> EnvironmentReport:
+    """Whether the Docker daemon a daf-docker-gpu worker would use (DOCKER_HOST, else the default socket) answers,
+    and whether a container of `image` starts there with the deployments' GPU request. Without the NVIDIA runtime
+    that request fails at submission and the run Crashes with a docker-py traceback; this says so in one line.
+    Tried rather than read from `docker info`: the NVIDIA hook can be set up without a runtime named `nvidia`."""
+    report = EnvironmentReport()
+    try:
+        import docker
+    except ImportError:
+        report.add("docker", ERROR, "the docker Python package is not installed: pip install 'daf[docker]'")
+        return report
+    where = os.environ.get("DOCKER_HOST") or "the default socket"
+    try:
+        client = docker.from_env(timeout=30)
+        info = client.info()
+    except docker.errors.DockerException as exc:
+        report.add("docker", ERROR, f"no Docker daemon answers at {where}: {exc}")
+        return report
+    runtimes = ", ".join(sorted(info.get("Runtimes") or {})) or "none listed"
+    report.add("docker", OK, f"Docker {info.get('ServerVersion', '?')} at {where} (runtimes: {runtimes})")
+    try:
+        container = client.containers.create(
+            image, ["true"], device_requests=[docker.types.DeviceRequest(**GPU_DEVICE_REQUEST)]
+        )
+    except docker.errors.ImageNotFound:
+        report.add("docker:gpu", WARNING, f"image {image} is not on this host: build it (docker/build.sh) to check")
+        return report
+    try:
+        container.start()
+        report.add("docker:gpu", OK, f"a container of {image} starts with every GPU (--gpus all)")
+    except docker.errors.APIError as exc:
+        reason = exc.explanation or str(exc)
+        report.add(
+            "docker:gpu",
+            ERROR,
+            f"a GPU container cannot start here ({reason}): daf-docker-gpu deployments would Crash at submission. "
+            "Install the NVIDIA Container Toolkit, or run them on CPU (deployments/README.md, 'A CPU run on a GPU "
+            "pool')",
+        )
+    finally:
+        container.remove(force=True)
     return report

@@ -7,6 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Importing DAF's flows imports mettagrid, which lowers the root logger to INFO: Prefect's HTTP client would then
+# print a line per request (~70, one a `422` from a CSRF probe that means nothing). Its own setting keeps it at WARNING.
+export METTAGRID_LOG_LEVEL="${METTAGRID_LOG_LEVEL:-WARNING}"
+
 local_only=false
 case "${1:-}" in
   "") ;;
@@ -37,6 +41,6 @@ else
   selection=(--all)
 fi
 "$prefect" --no-prompt deploy "${selection[@]}" --prefect-file deployments/prefect.yaml
-# A run of these deployments with a parameter their flow does not take is refused when it is created (instead of
-# crashing on the worker): see flows/deployment_steps.py.
-"$python" -m daf.flows.deployment_steps refuse-unknown-parameters
+# A run of these deployments with a parameter their flow does not take, or a mission DAF does not know, is refused
+# when it is created (instead of failing on the worker): see flows/deployment_steps.py.
+"$python" -m daf.flows.deployment_steps check-parameters

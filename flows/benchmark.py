@@ -17,7 +17,11 @@ from daf.tasks.training import run_training
 
 @flow(name="benchmark", log_prints=True)
 def benchmark_flow(config: DAFBenchmarkConfig) -> State:
-    """From policies (trained here when no checkpoint is given) to a comparison and a validated bundle."""
+    """From policies (trained here when no checkpoint is given) to a comparison and a validated bundle.
+
+    Args:
+        config: The benchmark: policies, missions, episodes, training budget, baselines and packaging.
+    """
 
     def body(p: Pipeline) -> None:
         outputs = p.result.outputs

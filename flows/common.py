@@ -34,7 +34,7 @@ from daf.events import StageNote
 from daf.interrupts import describe_stop, signal_of
 from daf.results import FAILED, PARTIAL, STAGE_FAILED, STOPPED, SUCCESS, PipelineResult
 from daf.tasks.artifacts import publish_pipeline_result
-from daf.tasks.common import log_event, quiet_run_logs
+from daf.tasks.common import log_event, log_failure_once, quiet_run_logs
 
 T = TypeVar("T")
 
@@ -114,6 +114,7 @@ class Pipeline:
         if required:
             self.result.status = FAILED
             raise StageFailed(name)
+        get_run_logger().warning(f"{self.result.errors[-1]} (an optional stage: the pipeline goes on)")
         if self.result.status == SUCCESS:
             self.result.status = PARTIAL
 
@@ -130,7 +131,9 @@ class Pipeline:
         if self.interrupted_by is not None:  # stopped by a signal: Cancelled on the server, not a failure of its own
             return Cancelled(message="; ".join(self.result.errors), data=PipelineFailed(self.result))
         if self.result.status == FAILED:
-            return Failed(message="; ".join(self.result.errors) or "failed", data=PipelineFailed(self.result))
+            failure = PipelineFailed(self.result)
+            log_failure_once(get_run_logger(), self.result.outputs["flow_run_id"], str(failure))
+            return Failed(message="; ".join(self.result.errors) or "failed", data=failure)
         if self.result.status == PARTIAL:
             return Completed(message="; ".join(self.result.errors), data=self.result, name="Partial")
         return Completed(message="all stages succeeded", data=self.result)

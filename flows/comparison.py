@@ -13,7 +13,11 @@ from daf.flows.stages import compare_and_report, evaluate_all, validate_policies
 
 @flow(name="comparison", log_prints=True)
 def comparison_flow(config: DAFComparisonConfig) -> State:
-    """Evaluate every policy on every mission on its own, then compare them with corrected tests."""
+    """Evaluate every policy on every mission on its own, then compare them with corrected tests.
+
+    Args:
+        config: The comparison: policies, missions, episodes, significance level and correction.
+    """
 
     def body(p: Pipeline) -> None:
         names = p.stage("environment_validation", validate_policies, config, config.policies, config.missions)

@@ -1,7 +1,7 @@
 """Steps around DAF's deployments (deployments/prefect.yaml): the pull step a worker's flow-run process runs before
 each flow, and the step deployments/deploy.sh runs after `prefect deploy`.
 
-    python -m daf.flows.deployment_steps refuse-unknown-parameters    # on the server at PREFECT_API_URL
+    python -m daf.flows.deployment_steps check-parameters    # on the server at PREFECT_API_URL
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import daf.flows
 
@@ -29,7 +30,12 @@ def _installed_checkout() -> Path | None:
 def enter_checkout() -> dict[str, str]:
     """Change into the DAF checkout: `$DAF_HOME` when the worker's environment sets it, else the checkout this
     Python installed DAF from. Read here, at run time, so each worker uses its own checkout and nothing of the
-    deploying shell is baked into the deployment."""
+    deploying shell is baked into the deployment.
+
+    It runs before the flow's module is imported, so it also keeps mettagrid (imported with the flow) from lowering
+    the root logger to INFO, which would put a line per HTTP request of Prefect's client in the run's output; a
+    METTAGRID_LOG_LEVEL the worker's environment sets is kept (the image sets the same, docker/Dockerfile)."""
+    os.environ.setdefault("METTAGRID_LOG_LEVEL", "WARNING")
     chosen = os.environ.get("DAF_HOME", "").strip()
     if chosen:
         directory = Path(chosen).expanduser()
@@ -52,30 +58,66 @@ def enter_checkout() -> dict[str, str]:
     return {"directory": str(directory)}
 
 
-def refuse_unknown_parameters() -> list[str]:
-    """Make the server refuse a run of a DAF deployment with a parameter its flow does not take.
+# Mission fields of the pipeline configs: a run naming a mission outside the list is refused when it is created.
+_MISSION_FIELDS = ("missions", "eval_missions", "training_missions")
 
-    `prefect deploy` stores the flow signature's JSON schema without `additionalProperties: false`, so the API
-    (unlike `prefect deployment run`) accepts `{"config": ..., "confg": ...}` and the run then crashes in the worker
-    with "Process exited with status code: 1". Unknown keys inside `config` are refused already (its schema comes
-    from a pydantic model that forbids extras). Returns the deployments it tightened.
+
+def checked_parameter_schema(schema: dict[str, Any], missions: list[str]) -> dict[str, Any]:
+    """A deployment's parameter schema as the server should check it when a run is created.
+
+    - Unknown parameters are refused: `prefect deploy` stores the flow signature's schema without
+      `additionalProperties: false`, so the API (unlike `prefect deployment run`) accepted `{"config": ...,
+      "confg": ...}` and the run crashed on the worker with "Process exited with status code: 1". (Unknown keys
+      inside `config` are refused already: its schema comes from a pydantic model that forbids extras.)
+    - Missions are an enum of `missions`, the built-in names: the run form offers them as choices, and an unknown
+      one is refused with the list in the answer instead of failing on the worker. Mission YAML files stay for the
+      Python API and the CLI; the worker still checks every mission, for a worker whose DAF knows more.
     """
+    schema = {**schema, "additionalProperties": False}
+    definitions = {}
+    for name, definition in schema.get("definitions", {}).items():
+        properties = dict(definition.get("properties", {}))
+        for field in _MISSION_FIELDS:
+            if field in properties:
+                properties[field] = _missions_enum(properties[field], missions)
+        definitions[name] = {**definition, "properties": properties}
+    if definitions:
+        schema["definitions"] = definitions
+    return schema
+
+
+def _missions_enum(prop: dict[str, Any], missions: list[str]) -> dict[str, Any]:
+    """A list-of-strings property (or its optional form, anyOf [array, null]) with its items limited to `missions`."""
+    if prop.get("type") == "array":
+        return {**prop, "items": {"type": "string", "enum": missions}}
+    if "anyOf" in prop:
+        return {**prop, "anyOf": [_missions_enum(branch, missions) for branch in prop["anyOf"]]}
+    return prop
+
+
+def check_parameters_on_the_server() -> list[str]:
+    """Give every DAF deployment on the server at PREFECT_API_URL its checked parameter schema; returns their names."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentUpdate
 
-    tightened = []
+    from daf.missions import list_missions
+
+    missions = list_missions()
+    updated = []
     with get_client(sync_client=True) as client:
         for deployment in client.read_deployments():
             if not (deployment.entrypoint or "").startswith(_ENTRYPOINT_PREFIX):
                 continue
-            schema = {**deployment.parameter_openapi_schema, "additionalProperties": False}
+            schema = checked_parameter_schema(deployment.parameter_openapi_schema, missions)
             client.update_deployment(deployment.id, DeploymentUpdate(parameter_openapi_schema=schema))
-            tightened.append(deployment.name)
-    return tightened
+            updated.append(deployment.name)
+    return updated
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["refuse-unknown-parameters"]:
-        sys.exit("usage: python -m daf.flows.deployment_steps refuse-unknown-parameters")
-    names = refuse_unknown_parameters()
-    print(f"unknown parameters are now refused at run creation for {len(names)} deployments: {', '.join(names)}")
+    if sys.argv[1:] != ["check-parameters"]:
+        sys.exit("usage: python -m daf.flows.deployment_steps check-parameters")
+    names = check_parameters_on_the_server()
+    print(
+        f"{len(names)} deployments now refuse unknown parameters and missions when a run is created: {', '.join(names)}"
+    )

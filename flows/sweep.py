@@ -21,7 +21,14 @@ TOP_K = 3
 def sweep_flow(
     config: DAFSweepConfig, compare_best: bool = False, comparison_episodes: int = 10, parallel_stages: bool = False
 ) -> State:
-    """Search hyperparameters (every trial trains), pick the best, optionally compare the top trials."""
+    """Search hyperparameters (every trial trains), pick the best, optionally compare the top trials.
+
+    Args:
+        config: The search: policy, missions, search space, strategy, trials and their budget.
+        compare_best: Compare the best trials' policies with corrected tests after the search.
+        comparison_episodes: Episodes per mission in that comparison.
+        parallel_stages: Run trials at once, up to max_parallel_jobs.
+    """
 
     def body(p: Pipeline) -> None:
         outputs = p.result.outputs

@@ -18,7 +18,11 @@ from daf.tasks.training import run_training
 
 @flow(name="training", log_prints=True)
 def training_flow(config: DAFTrainingConfig) -> State:
-    """Train one policy with PPO, verify its checkpoint, and evaluate it on the evaluation missions."""
+    """Train one policy with PPO, verify its checkpoint, and evaluate it on the evaluation missions.
+
+    Args:
+        config: The training run: policy, missions, agent-steps, evaluation, every PPO hyperparameter.
+    """
 
     def body(p: Pipeline) -> None:
         p.stage(

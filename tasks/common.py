@@ -33,20 +33,41 @@ RETRY_OPTIONS: dict[str, Any] = {
 
 
 # Exceptions defined by DAF's own packages are deliberate: raised with a message that says what is wrong (an unknown
-# mission, a failed pipeline) and which stage. Prefect logs every failed task or flow run with a traceback, and on a
-# worker ends a failed flow run's log with "Engine execution exited with unexpected exception"; for these errors
-# that buries the one line that matters under frames of Prefect's engine. Anything else (a bug, a library error)
-# keeps its traceback.
+# mission, a failed pipeline) and which stage. Prefect logs a failed task run twice at ERROR with a traceback ("Task
+# run failed with exception", "Finished in state Failed"), the failed flow run once more ("Finished in state
+# Failed", at INFO), and on a worker ends the log with "Engine execution exited with unexpected exception" and the
+# engine's frames. For these errors that is the same message four times, buried in frames: the pipeline reports
+# its own failure once, at ERROR (flows/common.py), and these records are dropped. A retry's line stays, and
+# anything else (a bug, a library error) keeps its traceback.
 _PREFECT_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.engine")
 
 
+def _is_deliberate(exc: BaseException | None) -> bool:
+    return exc is not None and type(exc).__module__.split(".")[0] == DAF_PACKAGE
+
+
 class _OneLineForDeliberateErrors(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._reported: set[str] = set()  # task and flow runs whose failure DAF reports itself
+
+    def report(self, run_id: str) -> None:
+        self._reported.add(run_id)
+
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and type(exc).__module__.split(".")[0] == DAF_PACKAGE:
+        run_id = str(getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None) or "")
+        if _is_deliberate(exc):
+            if record.name == "prefect.task_runs" and " - Retry " not in record.getMessage():
+                self._reported.add(run_id)  # the stage's failure reaches the pipeline's own line
+                return False
+            if "unexpected exception" in str(record.msg):  # the engine's last word on a failed pipeline
+                return False
             record.exc_info, record.exc_text = None, None
-            if "unexpected exception" in str(record.msg):  # Prefect's generic line: say what failed instead
-                record.msg, record.args = str(exc), ()
+            return True
+        if run_id in self._reported and record.getMessage().startswith("Finished in state Failed"):
+            self._reported.discard(run_id)
+            return False
         return True
 
 
@@ -79,6 +100,12 @@ def training_progress(title: str) -> Callable[[TrainingProgress], None]:
             log_event(logger, event)
 
     return on_progress
+
+
+def log_failure_once(logger: logging.Logger | logging.LoggerAdapter, flow_run_id: str, message: str) -> None:
+    """The failed pipeline's one ERROR line: Prefect's own lines for this flow run's failure are dropped."""
+    _ONE_LINE.report(flow_run_id)
+    logger.error(message)
 
 
 def log_event(logger: logging.Logger | logging.LoggerAdapter, event: ProgressEvent) -> None:

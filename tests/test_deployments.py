@@ -199,7 +199,7 @@ def test_k8s_template_renders_gpu_job():
         assert pod["nodeSelector"] == variables["node_selector"]
         assert pod["tolerations"] == variables["tolerations"]
         assert container["image"] == "daf-worker:latest"
-        # The image's ENTRYPOINT starts a worker; the flow-run command must replace it.
+        # prefect-kubernetes runs the flow-run command as `/usr/bin/env <command>`; the image has no ENTRYPOINT.
         assert container["command"] == ["/usr/bin/env"]
     defaults = render(template, {})["job_manifest"]["spec"]["template"]["spec"]
     assert defaults["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -214,8 +214,8 @@ def test_docker_gpu_deployments_request_gpus():
         kwargs = rendered["container_create_kwargs"]
         assert kwargs["device_requests"] == GPU_REQUEST, d["name"]
         assert kwargs["shm_size"], d["name"]
-        assert kwargs["entrypoint"] == ["/usr/bin/env"], d["name"]
         assert rendered["image"] == "daf-worker:latest"
+        assert rendered["auto_remove"] is True, "a finished run's container is removed"
 
 
 def test_pull_steps():
@@ -249,7 +249,9 @@ def test_dockerfile_copies_existing_files():
             assert f"!{src}" in ignore, f"COPY {src}: excluded by .dockerignore"
 
 
-def test_dockerfile_pins_match_pyproject():
+def test_dockerfile_installs_from_pyproject():
+    """The image's requirements come from pyproject.toml itself (no copied list to drift); torch is installed first,
+    pinned as pyproject pins it, from the CUDA index or a folder of wheels."""
     from packaging.requirements import Requirement
 
     text = DOCKERFILE.read_text()
@@ -257,14 +259,15 @@ def test_dockerfile_pins_match_pyproject():
         Requirement(r).name: Requirement(r)
         for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     }
-    for name in ("torch", "prefect", "mettagrid"):
-        pin = f"{name}{deps[name].specifier}"
-        assert f'"{pin}"' in text, f"docker/Dockerfile must install {pin} (pyproject.toml)"
+    assert f'"torch{deps["torch"].specifier}"' in text, "docker/Dockerfile must pin torch as pyproject.toml does"
     assert re.search(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu\d+", text)
-    assert ".[docker,kubernetes]" in text
-    instructions = dict(dockerfile_instructions())
-    assert json.loads(instructions["ENTRYPOINT"]) == ["prefect", "worker", "start"]
-    assert json.loads(instructions["CMD"])[0] == "--pool"
+    instructions = dockerfile_instructions()
+    runs = [args for op, args in instructions if op == "RUN"]
+    assert any("uv pip install -r pyproject.toml --extra docker --extra kubernetes" in r for r in runs)
+    assert any("uv pip install --no-deps -e ." in r for r in runs)
+    ops = [op for op, _ in instructions]
+    assert "ENTRYPOINT" not in ops, "`docker run daf-worker:latest CMD` must run CMD as given"
+    assert json.loads(dict(instructions)["CMD"])[:3] == ["prefect", "worker", "start"]
 
 
 def test_pull_step_enters_the_installed_checkout_or_daf_home(tmp_path, monkeypatch):
@@ -316,3 +319,58 @@ def test_compose_stack_wires_server_database_and_worker():
     assert POOLS[pool][0] == "process"
     assert services["worker"]["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
     assert f"daf-output:{workdir}/daf_output" in services["worker"]["volumes"]
+
+
+# ---------------------------------------------------------------- the run form's schema
+
+
+def flow_schema(entrypoint: str) -> dict[str, Any]:
+    """The parameter schema `prefect deploy` stores for the flow (as the server reads it back)."""
+    from prefect.utilities.callables import parameter_schema
+
+    return json.loads(json.dumps(parameter_schema(load_flow(entrypoint).fn).model_dump_for_openapi()))
+
+
+@pytest.mark.parametrize("entrypoint", sorted(FLOWS))
+def test_run_form_fields_are_numbered_and_described(entrypoint):
+    """The UI's form sorts fields by `position` (nothing else survives PostgreSQL's jsonb); each shows its
+    description, with no angle brackets for the UI to swallow as HTML."""
+    from daf.config import DAFConfig
+
+    schema = flow_schema(entrypoint)
+    objects = [schema, *schema["definitions"].values()]
+    for obj in objects:
+        properties = obj["properties"]
+        assert sorted(p["position"] for p in properties.values()) == list(range(len(properties)))
+        for name, prop in properties.items():
+            assert prop.get("description"), f"{obj.get('title')}.{name}: no description"
+            assert not re.search(r"[<>]", prop["description"]), f"{obj.get('title')}.{name}: {prop['description']}"
+    # The pipeline's own fields first, the execution settings every pipeline shares after them.
+    (config,) = [d for d in schema["definitions"].values() if "output_dir" in d["properties"]]
+    order = sorted(config["properties"], key=lambda name: config["properties"][name]["position"])
+    shared = [name for name in order if name in DAFConfig.model_fields]
+    assert order[-len(shared) :] == shared and order[0] in ("policy_class_path", "policies", "name")
+    assert order.index("missions") <= 3
+
+
+def test_checked_schema_refuses_unknown_parameters_and_missions():
+    from prefect.utilities.schema_tools import ValidationError, validate
+
+    from daf.flows.deployment_steps import checked_parameter_schema
+    from daf.missions import list_missions
+
+    schema = checked_parameter_schema(flow_schema("daf.flows.benchmark:benchmark_flow"), list_missions())
+    config = {"policies": [{"class_path": "baseline"}], "missions": ["training_facility_1"]}
+    validate({"config": config}, schema, raise_on_error=True)
+    validate({"config": {**config, "training_missions": ["assembler_1"]}}, schema, raise_on_error=True)
+    validate({"config": {**config, "training_missions": None}}, schema, raise_on_error=True)
+    for bad in (
+        {"config": {**config, "missions": ["nowhere"]}},
+        {"config": {**config, "training_missions": ["training_facility_1", "nowhere"]}},
+        {"config": config, "confg": {}},
+    ):
+        with pytest.raises(ValidationError):
+            validate(bad, schema, raise_on_error=True)
+    training = checked_parameter_schema(flow_schema("daf.flows.training:training_flow"), list_missions())
+    properties = training["definitions"]["DAFTrainingConfig"]["properties"]
+    assert properties["missions"]["items"]["enum"] == properties["eval_missions"]["items"]["enum"] == list_missions()

@@ -125,3 +125,13 @@ def test_missions_with_other_map_builders_are_built_in_a_child_with_a_time_limit
     report = daf_check_environment(missions=[str(path)], policy_class_paths=[], output_dir=str(tmp_path / "o"))
     check = report.get(f"mission:{path}")
     assert check.status == ERROR and "building its map took longer than 0 s; stopped" in check.message
+
+
+def test_docker_host_check_names_a_daemon_that_does_not_answer(monkeypatch, tmp_path):
+    from daf.environment_checks import daf_check_docker_host
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-daemon.sock")
+    report = daf_check_docker_host()
+    assert not report.is_healthy()
+    (error,) = report.errors
+    assert error.name == "docker" and error.message.startswith(f"no Docker daemon answers at unix://{tmp_path}")

@@ -48,17 +48,27 @@ def check(
     policy: Annotated[list[str] | None, typer.Option("--policy", "-p", help="Policy to import (repeatable).")] = None,
     output_dir: Annotated[str, typer.Option("--output-dir")] = DEFAULT_OUTPUT_DIR,
     device: Annotated[str, typer.Option("--device")] = "auto",
+    docker_image: Annotated[
+        str | None,
+        typer.Option(
+            "--docker",
+            help="Also check the Docker host (DOCKER_HOST) of a daf-docker-gpu worker: does a container of this image "
+            "start with every GPU? e.g. --docker daf-worker:latest",
+        ),
+    ] = None,
 ) -> None:
     """Check this machine: Python, packages, device, missions, policies, disk. Exit 1 if unhealthy.
 
     Without --mission/--policy every mission and registered policy is checked.
     """
     with errors_as_exit_codes():
-        from daf.environment_checks import daf_check_environment
+        from daf.environment_checks import daf_check_docker_host, daf_check_environment
         from daf.missions import list_missions
         from daf.policies.registry import list_policies
 
         report = daf_check_environment(mission or list_missions(), policy or list(list_policies()), output_dir, device)
+        if docker_image is not None:
+            report.checks += daf_check_docker_host(docker_image).checks
         show_environment(report, stdout_console())
     if not report.is_healthy():
         exit_with(EXIT_FAILED, "; ".join(f"{c.name}: {c.message}" for c in report.errors))

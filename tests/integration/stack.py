@@ -308,9 +308,11 @@ class Runs:
     def __init__(self, server: PrefectServer):
         self.server = server
 
-    def create(self, deployment: str, parameters: dict) -> str:
+    def create(self, deployment: str, parameters: dict, job_variables: dict | None = None) -> str:
+        """A flow run of `deployment`, with `job_variables` overriding the work pool's for this run only."""
+        overrides = [f"--job-variable={key}={json.dumps(value)}" for key, value in (job_variables or {}).items()]
         out = run(
-            [str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(parameters)],
+            [str(BIN / "prefect"), "deployment", "run", deployment, "--params", json.dumps(parameters), *overrides],
             self.server.env,
             timeout=90,
         )
@@ -352,12 +354,12 @@ class Runs:
 
         return wait_for(settled, 60, f"the logs of flow run {flow_run_id} to settle", interval=0)
 
-    def logs(self, flow_run_id: str) -> list[str]:
-        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    def logs(self, flow_run_id: str, min_level: int = 0) -> list[str]:
+        """The run's log messages at `min_level` or above, oldest first."""
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
         from prefect.client.schemas.sorting import LogSort
 
+        flt = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]), level=LogFilterLevel(ge_=min_level))
         with self.client() as client:
-            records = client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), sort=LogSort.TIMESTAMP_ASC
-            )
+            records = client.read_logs(log_filter=flt, sort=LogSort.TIMESTAMP_ASC)
         return [r.message for r in records]

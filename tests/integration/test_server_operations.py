@@ -7,6 +7,8 @@ The first test that needs the stack starts it (about 30 s); later tests reuse it
 from __future__ import annotations
 
 import json
+import logging
+import re
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -108,17 +110,30 @@ def test_interval_schedule_is_picked_up_by_a_worker_and_completes(runs, worker, 
 
 def test_failed_run_on_a_worker_ends_with_the_pipeline_error_and_no_traceback(runs, worker, stack_dir):
     out = stack_dir / "failing-out"
-    flow_run_id = runs.create("comparison/comparison-local", {"config": comparison_config(out, missions=["nowhere"])})
+    # A policy the worker cannot load (the server checks missions, not what a class path names).
+    policies = [{"class_path": "baseline"}, {"class_path": "nowhere"}]
+    flow_run_id = runs.create("comparison/comparison-local", {"config": comparison_config(out, policies=policies)})
     run = runs.wait_final(flow_run_id, timeout=120, worker=worker)
 
     assert run.state.is_failed(), run.state
-    assert run.state.message.startswith("environment_validation: EnvironmentCheckError: mission:nowhere: unknown")
+    assert run.state.message.startswith("environment_validation: EnvironmentCheckError: policy:nowhere:"), run.state
     logs = runs.settled_logs(flow_run_id)
     assert not [m for m in logs if "Traceback" in m or "unexpected exception" in m], logs
     assert logs[-1].startswith("comparison pipeline failed: environment_validation:"), logs[-3:]
-    assert "unknown mission 'nowhere'" in logs[-1]
+    assert "'nowhere'" in logs[-1]
+    # Once, at ERROR: not again from the task run, its final state or the flow run's.
+    assert [m for m in logs if "unknown policy 'nowhere'" in m] == [logs[-1]]
+    assert runs.logs(flow_run_id, min_level=logging.ERROR) == [logs[-1]]
+    # Nothing of Prefect's HTTP client in the worker's output (mettagrid would lower the root logger to INFO).
+    assert "HTTP Request" not in worker.output(tail=10**7)
     result = pipeline_result(out, flow_run_id)
     assert result["status"] == "failed" and result["stages_failed"] == ["environment_validation"]
+
+
+def test_deploy_script_prints_no_http_client_lines(runs):
+    out = stack.run([str(stack.REPO / "deployments" / "deploy.sh"), "--local-only"], runs.server.env, timeout=240)
+    assert "HTTP Request" not in out and "httpx" not in out, out[-3000:]
+    assert "deployments now refuse unknown parameters and missions" in out
 
 
 def test_unknown_parameter_is_refused_when_the_run_is_created(runs):
@@ -134,6 +149,32 @@ def test_unknown_parameter_is_refused_when_the_run_is_created(runs):
             client.create_flow_run_from_deployment(
                 deployment.id, parameters={"config": {**deployment.parameters["config"], "episodes_per_misson": 3}}
             )
+
+
+def test_unknown_mission_is_refused_when_the_run_is_created_with_the_known_names(runs):
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from daf.missions import list_missions
+
+    known = re.escape(str(list_missions()))
+    with runs.client() as client:
+        deployment = client.read_deployment_by_name("training/training-local")
+        config = deployment.parameters["config"]
+        for field in ("missions", "eval_missions"):
+            with pytest.raises(PrefectHTTPStatusError, match=rf"'nowhere' is not one of {known}") as refused:
+                client.create_flow_run_from_deployment(
+                    deployment.id, parameters={"config": {**config, field: ["training_facility_1", "nowhere"]}}
+                )
+            assert refused.value.response.status_code == 409
+    # From the CLI, as the README's commands run it: the same answer, and no run is created.
+    before = len(deployment_runs(runs, "benchmark/benchmark-local"))
+    out = stack.run(
+        [str(stack.BIN / "prefect"), "deployment", "run", "benchmark/benchmark-local", "--params",
+         json.dumps({"config": {"policies": [{"class_path": "baseline"}], "missions": ["nowhere"]}})],
+        runs.server.env, check=False,
+    )  # fmt: skip
+    assert re.search(rf"'nowhere' is not one of {known}", " ".join(out.split())), out
+    assert len(deployment_runs(runs, "benchmark/benchmark-local")) == before
 
 
 def test_deployment_run_evaluates_on_the_configured_dask_cluster(runs, worker, stack_dir):

@@ -54,3 +54,33 @@ def test_leaderboard_shows_user_strings_as_typed_and_rounded_figures(runs, worke
     assert HOSTILE in texts, texts  # shown exactly as typed ...
     assert not any("<img" in c or "p-sanitize-html" in c for c in cells)  # ... and never rendered as HTML
     assert any(re.fullmatch(r"\[\d+\.\d{3}, \d+\.\d{3}\]", t) for t in texts), texts  # rounded CI bounds
+
+
+def test_custom_run_form_lists_the_config_in_its_own_order_with_descriptions(runs):
+    """On the PostgreSQL-backed server (jsonb reorders a schema's keys), the custom-run form lists the config's fields
+    as the config defines them, pipeline fields first, each with its description as written; missions are a
+    choice of the known names."""
+    from daf.config import DAFBenchmarkConfig
+    from daf.missions import list_missions
+
+    with runs.client() as client:
+        deployment = client.read_deployment_by_name("benchmark/benchmark-local")
+    ui = runs.server.api_url.removesuffix("/api")
+    dom = stack.wait_for(
+        lambda: (d := rendered_dom(f"{ui}/deployments/deployment/{deployment.id}/run")) and "Cache Expir" in d and d,
+        timeout=120, what="the UI to render the custom-run form",
+    )  # fmt: skip
+    properties = DAFBenchmarkConfig.model_json_schema()["properties"]
+    expected = sorted(properties, key=lambda name: properties[name]["position"])
+    titles = {properties[name]["title"]: name for name in expected}
+    labels = [label.removesuffix(" (Optional)") for label in re.findall(r'form-property__label">(.*?)</span>', dom)]
+    assert [titles[label] for label in labels if label in titles] == expected
+    assert expected[:3] == ["policies", "missions", "episodes_per_mission"] and expected[-1] == "cache_expiration_hours"
+
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", "", dom)).split())
+    for name in expected:
+        description = " ".join(properties[name]["description"].replace("`", "").split())
+        assert description in text, f"{name}: {description!r} not shown"
+    # The missions field (the first multiple choice) offers exactly the known missions.
+    selects = re.findall(r"<select multiple[^>]*>(.*?)</select>", dom)
+    assert selects and re.findall(r'value="([^"]+)"', selects[0]) == list_missions(), selects
