@@ -10,7 +10,7 @@ from typing import Any
 from mettagrid.policy.policy import PolicySpec
 
 from daf.config import PolicyEntry
-from daf.content import installed_versions
+from daf.content import daf_source, installed_versions
 from daf.errors import InputError
 from daf.evaluation import EvaluationResult
 from daf.stats import ComparisonStatistics, compare_scores
@@ -67,6 +67,7 @@ def report_metadata(
         "episodes_per_mission": episodes,
         "seed": seed,
         "versions": installed_versions(("mettagrid", "torch", "prefect")),
+        "daf_source": daf_source(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 

@@ -30,6 +30,7 @@ from pydantic_core import to_jsonable_python
 from daf.errors import InputError
 from daf.input_limits import MAX_YAML_BYTES, InputTooLarge, check_size, load_yaml
 from daf.mission_mix import assign_missions
+from daf.result_store import check_store_url
 
 # Upper bounds: generous for real work, small enough that a typo (an extra zero, 1e30) fails before compute with
 # the field named instead of exhausting memory or running for years.
@@ -196,6 +197,12 @@ class DAFConfig(_StrictModel):
     """Compute every task again and overwrite its cached result."""
     cache_expiration_hours: Annotated[float | None, Role.EXECUTION] = Field(default=None, gt=0, le=24 * 365 * 100)
     """Cached results older than this are computed again (default: they never expire)."""
+    result_store: Annotated[Annotated[str, AfterValidator(check_store_url)] | None, Role.EXECUTION] = Field(
+        default=None, max_length=2048
+    )
+    """Also keep each run's outputs (result, reports, bundle, checkpoints) in this store, to open them from anywhere:
+    s3://bucket/prefix (or gs://, az://, file:///abs/path); credentials come from the provider's environment.
+    Default: only output_dir."""
 
     def checkpoint_root(self) -> Path:
         """Where training runs keep checkpoints: checkpoint_dir when set, else <output_dir>/checkpoints.
@@ -204,7 +211,9 @@ class DAFConfig(_StrictModel):
         it: a Python override of another config, a CLI flag, a YAML file, and the Prefect UI's run form, which
         submits every field's default (a stored derived default would pin the old output_dir).
         """
-        return Path(self.checkpoint_dir) if self.checkpoint_dir else Path(self.output_dir) / "checkpoints"
+        # Absolute (against the working directory now): the paths a run reports must mean the same thing wherever
+        # they are read (the UI, another process, a stored pipeline_result.json).
+        return (Path(self.checkpoint_dir) if self.checkpoint_dir else Path(self.output_dir) / "checkpoints").absolute()
 
     def resources(self) -> dict[str, Any]:
         """The DAFConfig fields of this (possibly derived) config, to carry into another pipeline config."""

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import site
+import subprocess
 import sys
 import sysconfig
 from functools import cache
@@ -91,6 +92,30 @@ def daf_source_digest() -> str:
         root = Path(next(iter(importlib.util.find_spec(package).submodule_search_locations)))
         h.update(f"{package}:{_digest_tree(root, _SOURCE_SUFFIXES)}".encode())
     return h.hexdigest()
+
+
+@cache
+def daf_source() -> dict[str, str | None]:
+    """Which DAF produced a result: the git commit of the checkout DAF runs from (`+` when it has uncommitted changes;
+    None outside a checkout, e.g. a wheel), and always the digest of the source that actually ran."""
+    root = Path(daf.__file__).resolve().parent.parent
+    commit = None
+    if (root / ".git").exists():
+        try:
+            head = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            )
+            changes = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            if head.returncode == 0:
+                commit = head.stdout.strip() + ("+" if changes.stdout.strip() else "")
+        except (OSError, subprocess.TimeoutExpired):  # no git on this machine: the digest still names the source
+            pass
+    return {"git_commit": commit, "source_digest": daf_source_digest()}
 
 
 def installed_versions(packages: tuple[str, ...]) -> dict[str, str | None]:

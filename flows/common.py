@@ -28,15 +28,20 @@ from prefect.exceptions import TerminationSignal
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed, State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.urls import url_for
 
 from daf.config import DAFConfig
 from daf.events import StageNote
 from daf.interrupts import describe_stop, signal_of
+from daf.result_store import run_files
 from daf.results import FAILED, PARTIAL, STAGE_FAILED, STOPPED, SUCCESS, PipelineResult
-from daf.tasks.artifacts import publish_pipeline_result
+from daf.tasks.artifacts import publish_pipeline_result, publish_report_link
 from daf.tasks.common import log_event, log_failure_once, quiet_run_logs
+from daf.tasks.storage import store_files_task
 
 T = TypeVar("T")
+# The optional last stage of every pipeline with a result_store: its outputs copied there.
+STORAGE_STAGE = "result_storage"
 
 
 class StageFailed(Exception):
@@ -69,7 +74,8 @@ class Pipeline:
         self.result = PipelineResult(pipeline_name=name, status=SUCCESS, timestamp=datetime.now())
         run_id = flow_run.get_id() or uuid.uuid4().hex
         stamp = self.result.timestamp.strftime("%Y%m%d-%H%M%S")
-        self.run_dir = Path(config.output_dir) / "runs" / f"{name}-{stamp}-{run_id[:8]}"
+        self.run_dir = Path(config.output_dir).absolute() / "runs" / f"{name}-{stamp}-{run_id[:8]}"
+        self.result_store = config.result_store
         self.result.outputs["flow_run_id"] = str(run_id)
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -120,10 +126,26 @@ class Pipeline:
 
     def finish(self) -> State:
         self.result.total_time_seconds = time.perf_counter() - self.started
+        link = None
         if self.run_dir is not None:
             path = self.run_dir / "pipeline_result.json"
             self.result.outputs["result_path"] = str(path)
+            if self.result_store is not None and self.interrupted_by is None:
+                link = self.stage(STORAGE_STAGE, self._store_outputs, required=False)
             self.result.save(path)
+            if "stored" in self.result.outputs:  # the result itself last, now that it says where everything is
+                try:
+                    store_files_task(self.result_store, self.run_dir.name, {path.name: str(path)})
+                except Exception as exc:
+                    self.fail(STORAGE_STAGE, exc, required=False)
+                    self.result.save(path)
+        report = self.result.outputs.get("report_html")
+        if report:
+            link = link or Path(report).as_uri()
+            try:
+                publish_report_link(link, self.result.pipeline_name)
+            except Exception as exc:  # an unreachable UI must not change the pipeline's outcome
+                logging.getLogger(__name__).warning("could not publish the report link: %s", exc)
         try:
             publish_pipeline_result(self.result)
         except Exception as exc:  # an unreachable UI must not change the pipeline's outcome
@@ -137,6 +159,26 @@ class Pipeline:
         if self.result.status == PARTIAL:
             return Completed(message="; ".join(self.result.errors), data=self.result, name="Partial")
         return Completed(message="all stages succeeded", data=self.result)
+
+    def _store_outputs(self) -> str | None:
+        """Copy the run directory and the checkpoints it produced to the result store (everything but the result
+        file, which `finish` stores last); the browser link of the stored report, if there is one."""
+        outputs = self.result.outputs
+        checkpoints = [outputs.get("final_checkpoint"), outputs.get("best_checkpoint")]
+        checkpoints += list((outputs.get("trained_checkpoints") or {}).values())
+        files = run_files(self.run_dir, sorted({c for c in checkpoints if isinstance(c, str) and Path(c).is_file()}))
+        files.pop("pipeline_result.json", None)
+        report = outputs.get("report_html")
+        link_to = Path(report).relative_to(self.run_dir).as_posix() if report else None
+        stored = store_files_task(self.result_store, self.run_dir.name, files, link_to)
+        outputs["stored"] = {"run": f"{self.result_store.rstrip('/')}/{self.run_dir.name}", "files": stored["files"]}
+        return stored["link"]
+
+
+def flow_run_reference() -> dict[str, str | None]:
+    """The flow run a report comes from: its name, its id and, when it runs under a server with a UI, its page."""
+    run_id = flow_run.get_id()
+    return {"name": flow_run.get_name(), "id": run_id, "url": url_for("flow-run", obj_id=run_id) if run_id else None}
 
 
 def run_pipeline(name: str, config: DAFConfig, body: Callable[[Pipeline], None]) -> State:

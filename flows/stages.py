@@ -12,7 +12,7 @@ from prefect.utilities.annotations import quote
 from daf.comparison import display_names, report_metadata, summary_statistics
 from daf.config import DAFConfig, PolicyEntry
 from daf.events import EvaluationFinished
-from daf.flows.common import Pipeline, run_on_configured_runner
+from daf.flows.common import Pipeline, flow_run_reference, run_on_configured_runner
 from daf.tasks.artifacts import publish_leaderboard
 from daf.tasks.common import configured, log_event
 from daf.tasks.comparison import report_task, statistics_task
@@ -97,6 +97,7 @@ def compare_and_report(
     outputs["statistics"] = statistics
     outputs["summary_statistics"] = summary_statistics(statistics)
     metadata: dict[str, Any] = report_metadata(entries, names, missions, episodes, config.seed)
+    metadata["flow_run"] = flow_run_reference()
     report = pipeline.stage(
         REPORT_STAGE,
         report_task,
@@ -112,6 +113,6 @@ def compare_and_report(
     outputs.update(report_html=report["html"], report_json=report["json"], report_markdown=report["markdown"])
     try:
         name = pipeline.result.pipeline_name
-        publish_leaderboard(statistics["leaderboard"], report["markdown_text"], report["html"], name)
+        publish_leaderboard(statistics["leaderboard"], report["markdown_text"], name)
     except Exception as exc:  # the UI being unreachable does not invalidate the report on disk
         logging.getLogger(__name__).warning("%s: artifacts not published: %s", REPORT_STAGE, exc)

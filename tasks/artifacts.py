@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import (
@@ -22,7 +21,7 @@ def _key(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:100] or "daf"
 
 
-def publish_leaderboard(leaderboard: list[dict[str, Any]], markdown: str, report_html: str | None, key: str) -> None:
+def publish_leaderboard(leaderboard: list[dict[str, Any]], markdown: str, key: str) -> None:
     rows = [
         {
             "rank": e["rank"],
@@ -38,10 +37,13 @@ def publish_leaderboard(leaderboard: list[dict[str, Any]], markdown: str, report
     ]
     create_table_artifact(rows, key=_key(f"{key}-leaderboard"), description="Aggregate leaderboard")
     create_markdown_artifact(markdown, key=_key(f"{key}-summary"), description="Comparison summary")
-    if report_html:
-        # Absolute: the UI resolves nothing against the flow run's working directory.
-        uri = Path(report_html).resolve().as_uri()
-        create_link_artifact(uri, link_text=f"HTML report ({uri})", key=_key(f"{key}-report"))
+
+
+def publish_report_link(link: str, key: str) -> None:
+    """The HTML report's link in the UI: a signed HTTP(S) URL of the stored report when the run has a result store
+    (a page of the UI can open it), else the local file's absolute file:// URI (shown for a browser on the machine
+    that ran it; the UI's page cannot follow it)."""
+    create_link_artifact(link, link_text=f"HTML report ({link.split('?')[0]})", key=_key(f"{key}-report"))
 
 
 def publish_pipeline_result(result: PipelineResult) -> None:
@@ -50,6 +52,8 @@ def publish_pipeline_result(result: PipelineResult) -> None:
     lines += [f"- failed: `{s}`" for s in result.stages_failed]
     lines += [f"- error: {md_escape(e)}" for e in result.errors]
     simple = {k: v for k, v in result.outputs.items() if isinstance(v, str | int | float)}
+    if stored := result.outputs.get("stored"):
+        simple["stored in"] = stored["run"]
     lines += ["", *(f"- {k}: {md_escape(v)}" for k, v in simple.items())]  # paths hold user strings too
     if evaluations := result.outputs.get("evaluation_results"):
         lines += ["", "| policy | mission | episodes | mean reward |", "|---|---|---|---|"]

@@ -12,6 +12,10 @@ import uuid
 
 import pytest
 
+# tests/integration/stack.py starts real services (PostgreSQL, Prefect, Dask, S3, dockerd helpers) for every kind of
+# test that needs one: importable as `stack` from any test module.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "integration"))
+
 
 def pytest_configure(config):
     # Every test process (each pytest-xdist worker too) gets its own PREFECT_HOME, set before anything imports

@@ -236,7 +236,7 @@ def test_the_field_lists_derived_from_the_roles():
     }  # fmt: skip
     assert EXECUTION_FIELDS == {
         "progress", "use_cache", "refresh_cache", "cache_expiration_hours", "task_runner", "dask_address", "log_level",
-        "max_parallel_jobs",
+        "max_parallel_jobs", "result_store",
     }  # fmt: skip
     assert RESUMABLE_CHANGES == EXECUTION_FIELDS | {
         "num_training_steps", "checkpoint_interval", "max_checkpoints_to_keep", "eval_missions", "eval_episodes",
@@ -332,7 +332,7 @@ def test_checkpoints_follow_output_dir_however_it_is_changed(tmp_path):
     from daf.flows.training import training_flow
     from daf.orchestrators import _build
 
-    expected = Path("b") / "checkpoints"
+    expected = (Path("b") / "checkpoints").absolute()  # absolute: it means the same wherever it is read
     # Python: an override of output_dir on top of a config built with another one.
     built = _build(DAFTrainingConfig, "training", DAFTrainingConfig(output_dir="a"), {"output_dir": "b"})
     assert built.checkpoint_root() == expected
@@ -346,7 +346,7 @@ def test_checkpoints_follow_output_dir_however_it_is_changed(tmp_path):
     assert "checkpoint_dir" in submitted
     assert DAFTrainingConfig.model_validate(submitted).checkpoint_root() == expected
     # Set explicitly, it stays where it was put.
-    assert DAFTrainingConfig(output_dir="b", checkpoint_dir="elsewhere").checkpoint_root() == Path("elsewhere")
+    assert DAFTrainingConfig(output_dir="b", checkpoint_dir="elsewhere").checkpoint_root() == Path("elsewhere").absolute()
 
 
 # ---------------------------------------------------------------- input limits

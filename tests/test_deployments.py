@@ -263,7 +263,7 @@ def test_dockerfile_installs_from_pyproject():
     assert re.search(r"TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu\d+", text)
     instructions = dockerfile_instructions()
     runs = [args for op, args in instructions if op == "RUN"]
-    assert any("uv pip install -r pyproject.toml --extra docker --extra kubernetes" in r for r in runs)
+    assert any("uv pip install -r pyproject.toml --extra docker --extra kubernetes --extra s3" in r for r in runs)
     assert any("uv pip install --no-deps -e ." in r for r in runs)
     ops = [op for op, _ in instructions]
     assert "ENTRYPOINT" not in ops, "`docker run daf-worker:latest CMD` must run CMD as given"

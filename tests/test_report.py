@@ -209,3 +209,26 @@ def test_the_training_report_renders_in_chromium(tmp_path):
     row = re.search(r"<td>mission_alpha</td><td class=\"num\">4</td><td class=\"num\">3.000</td>", dom)
     assert row, dom[-3000:]
     assert "<code>0.001</code>" in dom and "49,152" in dom
+
+
+@pytest.mark.parametrize(
+    "url, linked",
+    [("http://prefect.example:4200/runs/flow-run/1234", True), ("javascript:alert(1)", False), (None, False)],
+)
+def test_the_report_names_its_flow_run_and_the_daf_source(tmp_path, stats, metadata, url, linked):
+    from daf.content import daf_source
+
+    provenance = {"flow_run": {"name": f"brave-{EVIL}", "id": "1234", "url": url}, "daf_source": daf_source()}
+    paths = write_report(stats, {**metadata, **provenance}, tmp_path / "r")
+    html = paths.html.read_text(encoding="utf-8")
+    parser = StrictParser()
+    parser.feed(html)
+    text = " ".join(" ".join(parser.text).split())
+    assert f"Prefect flow run brave-{EVIL} 1234" in text and EVIL not in html
+    assert (f'<a href="{url}">' in html) is linked and "javascript:" not in html
+    source = daf_source()
+    # This test runs in a git checkout: the commit is named, and the digest of the source that ran always is.
+    assert source["git_commit"] and f"git commit {source['git_commit']}" in text
+    assert f"source sha256 {source['source_digest']}" in text
+    # The pairwise interval says what it is an interval of.
+    assert f"{stats.confidence_level:.0%} CI of P(A > B)" in text

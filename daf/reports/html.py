@@ -15,7 +15,16 @@ from daf.reports.plots import all_plots, learning_curve_png
 from daf.stats import ComparisonStatistics
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
-KNOWN_METADATA = ("policies", "missions", "episodes_per_mission", "seed", "versions", "created_at")
+KNOWN_METADATA = (
+    "policies",
+    "missions",
+    "episodes_per_mission",
+    "seed",
+    "versions",
+    "created_at",
+    "daf_source",
+    "flow_run",
+)
 
 
 @dataclass(frozen=True)
@@ -117,6 +126,15 @@ def ci_method_note(stats: ComparisonStatistics) -> str:
     return note
 
 
+def _flow_run(reference: Any) -> dict[str, Any]:
+    """The flow run a report came from, its link kept only when it is an HTTP(S) URL (the metadata is data: a
+    `javascript:` URL must not become a link)."""
+    if not isinstance(reference, dict):
+        return {}
+    url = reference.get("url")
+    return {**reference, "url": url if isinstance(url, str) and url.startswith(("http://", "https://")) else None}
+
+
 def render_html(
     statistics: ComparisonStatistics | dict,
     metadata: dict,
@@ -134,6 +152,8 @@ def render_html(
         meta_policies=metadata.get("policies") if isinstance(metadata.get("policies"), list) else [],
         meta_versions=metadata.get("versions") if isinstance(metadata.get("versions"), dict) else {},
         meta_other={k: v for k, v in metadata.items() if k not in KNOWN_METADATA},
+        daf_source=metadata.get("daf_source") if isinstance(metadata.get("daf_source"), dict) else {},
+        flow_run=_flow_run(metadata.get("flow_run")),
         agg_rank={e.policy: e for e in stats.leaderboard},
         agg={a.policy: a for a in stats.aggregate},
         plots=all_plots(stats),

@@ -253,6 +253,58 @@ def start_worker(name: str, pool: str, env: dict[str, str], logdir: Path) -> Ser
     )
 
 
+# ------------------------------------------------------------------------------------------------ Object storage
+
+
+@dataclass
+class S3Server:
+    service: Service
+    endpoint: str
+    env: dict[str, str]  # what an S3 client (s3fs, boto3) needs to reach it: endpoint and test credentials
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, **_s3_credentials(self.env))
+        client.create_bucket(Bucket=name)
+
+    def stop(self) -> None:
+        self.service.stop()
+
+
+def _s3_credentials(env: dict[str, str]) -> dict[str, str]:
+    return {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": env["AWS_DEFAULT_REGION"],
+    }
+
+
+def start_s3(directory: Path) -> S3Server:
+    """moto's S3-compatible server (`moto_server`, from PyPI) on 127.0.0.1; its credentials are placeholders."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    service = start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], dict(os.environ), directory)
+
+    def up() -> bool:
+        assert service.alive(), f"moto_server exited:\n{service.output()}"
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 60, "the S3 server to answer")
+    env = {
+        "AWS_ACCESS_KEY_ID": "daf-test",
+        "AWS_SECRET_ACCESS_KEY": "daf-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_S3": endpoint,
+    }
+    return S3Server(service, endpoint, env)
+
+
 # ---------------------------------------------------------------------------------------------------------- Dask
 
 

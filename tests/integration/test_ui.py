@@ -84,3 +84,47 @@ def test_custom_run_form_lists_the_config_in_its_own_order_with_descriptions(run
     # The missions field (the first multiple choice) offers exactly the known missions.
     selects = re.findall(r"<select multiple[^>]*>(.*?)</select>", dom)
     assert selects and re.findall(r'value="([^"]+)"', selects[0]) == list_missions(), selects
+
+
+def test_the_report_link_of_a_stored_run_opens_from_the_ui(runs, worker, stack_dir):
+    """A run on a worker stores its outputs in object storage (a real S3-compatible server on 127.0.0.1); the UI's
+    report artifact links a signed HTTP URL, which a browser opens from the UI's page: the report itself."""
+    s3 = stack.start_s3(stack_dir / "s3")
+    try:
+        s3.create_bucket("daf-ui-results")
+        config = {
+            "policies": [{"class_path": "baseline"}, {"class_path": "random"}],
+            "missions": ["training_facility_1"],
+            "episodes_per_mission": 2,
+            "device": "cpu",
+            "output_dir": str(stack_dir / "stored-out"),
+            "result_store": "s3://daf-ui-results/nightly",
+            "report_title": "Stored comparison",
+        }
+        # The provider's credentials and endpoint reach the flow-run process as the worker's environment would.
+        flow_run_id = runs.create("comparison/comparison-local", {"config": config}, job_variables={"env": s3.env})
+        run = runs.wait_final(flow_run_id, timeout=180, worker=worker)
+        assert run.state.is_completed() and run.state.name == "Completed", run.state
+
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
+        flt = ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), type=ArtifactFilterType(any_=["markdown"])
+        )
+        with runs.client() as client:
+            (link,) = [a for a in client.read_artifacts(artifact_filter=flt) if "HTML report" in (a.data or "")]
+        ui = runs.server.api_url.removesuffix("/api")
+        dom = stack.wait_for(
+            lambda: (d := rendered_dom(f"{ui}/artifacts/artifact/{link.id}")) and s3.endpoint in d and d,
+            timeout=120, what="the UI to render the report link",
+        )  # fmt: skip
+        (href,) = {html.unescape(h) for h in re.findall(rf'href="({re.escape(s3.endpoint)}/[^"]+)"', dom)}
+        assert "/daf-ui-results/nightly/comparison-" in href and "Signature=" in href, href
+        report = rendered_dom(href)
+        assert "<title>Stored comparison</title>" in report, report[:2000]
+        assert "<th>Aggregate mean</th>" in report  # the leaderboard
+        # It names its flow run, linked to the run's page in this server's UI.
+        assert f'<a href="{ui}/runs/flow-run/{flow_run_id}">{run.name}</a>' in report
+        assert re.search(r"<td>baseline</td>", report) and re.search(r"<td>random</td>", report)
+    finally:
+        s3.stop()

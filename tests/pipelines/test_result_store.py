@@ -1,0 +1,129 @@
+"""A run's outputs in a result store (daf.result_store): copied to a real S3-compatible server on 127.0.0.1 (moto's
+`moto_server`, a separate process), the report reachable over HTTP through its signed link, checkpoints with their
+sha256, and a store that cannot be written failing only its own stage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import stack
+
+from daf.orchestrators import daf_run_comparison_pipeline, daf_run_training_pipeline
+from tests.pipelines.test_flows import artifacts, small_training
+
+BUCKET = "daf-results"
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[stack.S3Server]:
+    directory = Path(tempfile.mkdtemp(prefix="daf-s3-"))
+    server = stack.start_s3(directory)
+    server.create_bucket(BUCKET)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in server.env.items():  # the provider's own environment, as a user sets it
+            patch.setenv(key, value)
+        yield server
+    server.stop()
+
+
+def read_stored(url: str) -> bytes:
+    import fsspec
+
+    with fsspec.open(url, "rb") as fh:
+        return fh.read()
+
+
+def test_comparison_outputs_are_stored_and_the_report_link_opens_over_http(s3, tmp_path):
+    result = daf_run_comparison_pipeline(
+        policies=["baseline", "random"],
+        missions=["training_facility_1"],
+        episodes_per_mission=2,
+        output_dir=str(tmp_path),
+        result_store=f"s3://{BUCKET}/team",
+    )
+    assert result.status == "success", result.errors
+    assert result.stages_completed[-1] == "result_storage"
+    run_dir = Path(result.outputs["run_dir"])
+    stored = result.outputs["stored"]
+    assert stored["run"] == f"s3://{BUCKET}/team/{run_dir.name}"
+    for name in ("report/report.html", "report/report.json", "report/summary.md"):
+        assert read_stored(stored["files"][name]) == (run_dir / name).read_bytes()
+    # The result is stored last, saying where everything is, and equal to the local one.
+    local = (run_dir / "pipeline_result.json").read_bytes()
+    assert read_stored(f"{stored['run']}/pipeline_result.json") == local
+    assert json.loads(local)["outputs"]["stored"] == stored
+    # The UI's report link is a signed HTTP URL of the stored report, not a file:// path.
+    (link,) = [text for text in artifacts(result)["markdown"] if "HTML report" in text]
+    url = link[link.index("](") + 2 : -1]
+    assert url.startswith(f"{s3.endpoint}/{BUCKET}/team/{run_dir.name}/report/report.html?"), url
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"] == "text/html"
+        assert response.read() == (run_dir / "report" / "report.html").read_bytes()
+    # Credentials never reach the outputs.
+    assert s3.env["AWS_SECRET_ACCESS_KEY"] not in local.decode() and s3.env["AWS_SECRET_ACCESS_KEY"] not in url
+
+
+def test_training_stores_its_checkpoint_with_the_sha256_of_the_weights(s3, tmp_path):
+    result = daf_run_training_pipeline(
+        policy_class_path="mlp",
+        missions=["training_facility_1"],
+        num_training_steps=1024,
+        eval_missions=[],
+        **small_training(tmp_path),
+        result_store=f"s3://{BUCKET}/training",
+    )
+    assert result.status == "success", result.errors
+    checkpoint = Path(result.outputs["final_checkpoint"])
+    assert checkpoint.is_absolute()
+    files = result.outputs["stored"]["files"]
+    name = f"checkpoints/{checkpoint.parent.parent.parent.name}/{checkpoint.parent.name}/{checkpoint.name}"
+    assert read_stored(files[name]) == checkpoint.read_bytes()
+    digest = read_stored(files[name] + ".sha256").decode().split()[0]
+    assert digest == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert any(key.startswith("report/") for key in files)
+
+
+def test_a_store_that_cannot_be_written_fails_its_stage_and_keeps_the_local_outputs(s3, tmp_path):
+    result = daf_run_comparison_pipeline(
+        policies=["baseline", "random"],
+        missions=["training_facility_1"],
+        episodes_per_mission=2,
+        output_dir=str(tmp_path),
+        result_store="s3://no-such-bucket-for-daf/team",
+    )
+    assert result.status == "partial" and result.stages_failed == ["result_storage"], result.errors
+    (error,) = result.errors
+    assert error.startswith("result_storage: ResultStoreError: result_store s3://no-such-bucket-for-daf/team: ")
+    assert "bucket does not exist" in error
+    run_dir = Path(result.outputs["run_dir"])
+    assert "stored" not in result.outputs
+    assert json.loads((run_dir / "pipeline_result.json").read_text())["status"] == "partial"
+    assert Path(result.outputs["report_html"]).read_bytes().startswith(b"<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://example.org/x", "a result store is a URL with one of"),
+        ("memory://results", "a result store is a URL with one of"),
+        ("s3://key:secret@bucket/p", "must not carry credentials"),
+        ("s3:///prefix", "name the bucket"),
+        ("file://relative/path", "absolute path"),
+        ("s3://bucket/p?versionId=1", "no query or fragment"),
+        ("s3://bucket/p\x1b[2J", "control characters"),
+    ],
+)
+def test_a_bad_store_url_is_refused_before_any_stage(url, message, tmp_path):
+    result = daf_run_comparison_pipeline(
+        policies=["baseline"], missions=["training_facility_1"], episodes_per_mission=1, output_dir=str(tmp_path),
+        result_store=url,
+    )  # fmt: skip
+    assert result.status == "failed" and result.error_kind == "invalid_input", result.errors
+    assert "result_store" in result.errors[0] and message in result.errors[0], result.errors
+    assert not list(tmp_path.iterdir())  # nothing written
