@@ -38,7 +38,24 @@ def pytest_xdist_make_scheduler(config, log):
             scope = super()._split_scope(nodeid)
             return "tests/integration" if scope.startswith("tests/integration/") else scope
 
+    config.option.loadscopereorder = False  # the units go out in the order pytest_collection_modifyitems gives
     return IntegrationAsOneUnit(config, log)
+
+
+# Units of several minutes each (the Prefect stack's tests; the worker image's build and container runs) go out first,
+# one to each process, so that the two processes end together instead of one building the image alone at the end.
+_LONGEST_UNITS = ("tests/integration/", "tests/system/")
+
+
+def pytest_collection_modifyitems(config, items):
+    def unit(item) -> str:
+        return next((u for u in _LONGEST_UNITS if item.nodeid.startswith(u)), item.nodeid.split("::")[0])
+
+    sizes: dict[str, int] = {}
+    for item in items:
+        sizes[unit(item)] = sizes.get(unit(item), 0) + 1
+    # Then the other files, most tests first (xdist's own default order, which a fixed order replaces here).
+    items.sort(key=lambda item: (unit(item) not in _LONGEST_UNITS, -sizes[unit(item)]))
 
 
 def pytest_unconfigure(config):
