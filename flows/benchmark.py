@@ -23,7 +23,7 @@ def benchmark_flow(config: DAFBenchmarkConfig) -> State:
         config: The benchmark: policies, missions, episodes, training budget, baselines and packaging.
     """
 
-    def body(p: Pipeline) -> None:
+    def body(p: Pipeline, config: DAFBenchmarkConfig) -> None:
         outputs = p.result.outputs
         entries = list(config.policies)
         given = {e.class_path for e in entries}

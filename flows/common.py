@@ -33,13 +33,15 @@ from prefect.utilities.urls import url_for
 from daf.config import DAFConfig
 from daf.events import StageNote
 from daf.interrupts import describe_stop, signal_of
+from daf.policy_urls import localized, weight_urls
 from daf.result_store import run_files
 from daf.results import FAILED, PARTIAL, STAGE_FAILED, STOPPED, SUCCESS, PipelineResult
 from daf.tasks.artifacts import publish_pipeline_result, publish_report_link
 from daf.tasks.common import log_event, log_failure_once, quiet_run_logs
-from daf.tasks.storage import store_files_task
+from daf.tasks.storage import fetch_weights_task, store_files_task
 
 T = TypeVar("T")
+C = TypeVar("C", bound=DAFConfig)
 # The optional last stage of every pipeline with a result_store: its outputs copied there.
 STORAGE_STAGE = "result_storage"
 
@@ -181,12 +183,18 @@ def flow_run_reference() -> dict[str, str | None]:
     return {"name": flow_run.get_name(), "id": run_id, "url": url_for("flow-run", obj_id=run_id) if run_id else None}
 
 
-def run_pipeline(name: str, config: DAFConfig, body: Callable[[Pipeline], None]) -> State:
-    """Run `body` (which calls `pipeline.stage`) and turn the outcome into the flow's final state."""
+def run_pipeline(name: str, config: C, body: Callable[[Pipeline, C], None]) -> State:
+    """Run `body` (which calls `pipeline.stage`) and turn the outcome into the flow's final state. Policy weights
+    named by a URL are fetched and verified first (stage policy_fetch): `body` gets the config with local paths."""
     pipeline = Pipeline(name, config)
     if pipeline.result.status != FAILED:
         try:
-            body(pipeline)
+            if urls := weight_urls(config):
+                cache = str(Path(config.output_dir).absolute() / "fetched")
+                fetched = pipeline.stage("policy_fetch", fetch_weights_task, urls, cache)
+                pipeline.result.outputs["fetched"] = fetched
+                config = localized(config, fetched)
+            body(pipeline, config)
         except StageFailed:
             pass
         except (KeyboardInterrupt, TerminationSignal) as exc:  # a signal between two stages

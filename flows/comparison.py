@@ -19,7 +19,7 @@ def comparison_flow(config: DAFComparisonConfig) -> State:
         config: The comparison: policies, missions, episodes, significance level and correction.
     """
 
-    def body(p: Pipeline) -> None:
+    def body(p: Pipeline, config: DAFComparisonConfig) -> None:
         names = p.stage("environment_validation", validate_policies, config, config.policies, config.missions)
         evaluations = p.stage(
             "policy_comparison",

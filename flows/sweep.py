@@ -30,7 +30,7 @@ def sweep_flow(
         parallel_stages: Run trials at once, up to max_parallel_jobs.
     """
 
-    def body(p: Pipeline) -> None:
+    def body(p: Pipeline, config: DAFSweepConfig) -> None:
         outputs = p.result.outputs
         p.stage(
             "environment_validation",

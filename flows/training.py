@@ -24,7 +24,7 @@ def training_flow(config: DAFTrainingConfig) -> State:
         config: The training run: policy, missions, agent-steps, evaluation, every PPO hyperparameter.
     """
 
-    def body(p: Pipeline) -> None:
+    def body(p: Pipeline, config: DAFTrainingConfig) -> None:
         p.stage(
             "environment_validation",
             check_environment_task,

@@ -1,9 +1,13 @@
-"""Copying a run's outputs to its result store (daf.result_store) as a task."""
+"""A run's outputs copied to its result store (daf.result_store), and policy weights fetched from URLs
+(daf.policy_urls), as tasks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import task
 
+from daf.policy_urls import fetch_verified
 from daf.result_store import ResultStore
 
 
@@ -15,3 +19,9 @@ def store_files_task(store_url: str, run_name: str, files: dict[str, str], link:
     store = ResultStore(store_url)
     stored = store.put(run_name, files)
     return {"files": stored, "link": store.browser_link(stored[link]) if link in stored else None}
+
+
+@task(name="policy_fetch")
+def fetch_weights_task(urls: list[str], cache_dir: str) -> dict[str, str]:
+    """Each weights URL fetched into `cache_dir` and checked against its recorded sha256: URL -> local path."""
+    return {url: fetch_verified(url, Path(cache_dir)) for url in urls}

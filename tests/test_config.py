@@ -346,7 +346,9 @@ def test_checkpoints_follow_output_dir_however_it_is_changed(tmp_path):
     assert "checkpoint_dir" in submitted
     assert DAFTrainingConfig.model_validate(submitted).checkpoint_root() == expected
     # Set explicitly, it stays where it was put.
-    assert DAFTrainingConfig(output_dir="b", checkpoint_dir="elsewhere").checkpoint_root() == Path("elsewhere").absolute()
+    assert (
+        DAFTrainingConfig(output_dir="b", checkpoint_dir="elsewhere").checkpoint_root() == Path("elsewhere").absolute()
+    )
 
 
 # ---------------------------------------------------------------- input limits

@@ -11,6 +11,7 @@ from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
 from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 
 from daf.errors import InputError
+from daf.policy_urls import is_url
 from daf.suggestions import did_you_mean
 
 # Short name -> class path. Trainable policies are registered by daf.policies.neural.
@@ -68,9 +69,10 @@ def load_policy_class(name: str) -> type[MultiAgentPolicy]:
 
 
 def check_spec(spec: PolicySpec) -> type[MultiAgentPolicy]:
-    """Validate a spec before compute: class importable, data file present."""
+    """Validate a spec before compute: class importable, data file present (weights named by a URL are fetched and
+    checked by the pipeline's policy_fetch stage, daf.policy_urls)."""
     cls = load_policy_class(spec.class_path)
-    if spec.data_path is not None and not Path(spec.data_path).is_file():
+    if spec.data_path is not None and not is_url(spec.data_path) and not Path(spec.data_path).is_file():
         raise PolicyResolutionError(f"policy {spec.class_path!r}: data_path {spec.data_path} does not exist")
     return cls
 

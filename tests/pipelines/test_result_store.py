@@ -107,6 +107,87 @@ def test_a_store_that_cannot_be_written_fails_its_stage_and_keeps_the_local_outp
     assert Path(result.outputs["report_html"]).read_bytes().startswith(b"<!DOCTYPE html>")
 
 
+@pytest.fixture(scope="module")
+def stored_weights(s3, tmp_path_factory) -> tuple[str, Path]:
+    """A trained checkpoint in the store (with the .sha256 the store writes), and the local file it came from."""
+    result = daf_run_training_pipeline(
+        policy_class_path="mlp",
+        missions=["training_facility_1"],
+        num_training_steps=1024,
+        eval_missions=[],
+        **small_training(tmp_path_factory.mktemp("weights")),
+        result_store=f"s3://{BUCKET}/weights",
+    )
+    assert result.status == "success", result.errors
+    (url,) = [u for name, u in result.outputs["stored"]["files"].items() if name.endswith("/policy.pt")]
+    return url, Path(result.outputs["final_checkpoint"])
+
+
+def test_a_policy_loads_from_a_url_checked_against_its_recorded_sha256(s3, stored_weights, tmp_path):
+    from mettagrid.policy.policy import PolicySpec
+
+    url, local = stored_weights
+    result = daf_run_comparison_pipeline(
+        policies=[PolicySpec(class_path="mlp", data_path=url), PolicySpec(class_path="random")],
+        missions=["training_facility_1"],
+        episodes_per_mission=2,
+        output_dir=str(tmp_path),
+    )
+    assert result.status == "success", result.errors
+    assert result.stages_completed[:2] == ["policy_fetch", "environment_validation"]
+    fetched = Path(result.outputs["fetched"][url])
+    assert fetched.read_bytes() == local.read_bytes()
+    assert fetched.parent.name == hashlib.sha256(local.read_bytes()).hexdigest()  # content-addressed
+    # The same weights, evaluated from the URL and from the local file, score the same episodes the same.
+    again = daf_run_comparison_pipeline(
+        policies=[PolicySpec(class_path="mlp", data_path=str(local)), PolicySpec(class_path="random")],
+        missions=["training_facility_1"], episodes_per_mission=2, output_dir=str(tmp_path), use_cache=False,
+    )  # fmt: skip
+    rewards = [
+        [e["rewards"] for e in r.outputs["evaluation_results"] if e["policy"] != "random"] for r in (result, again)
+    ]
+    assert rewards[0] == rewards[1]
+    # A warm start from the URL: training's policy_data_path is fetched the same way.
+    warm = daf_run_training_pipeline(
+        policy_class_path="mlp", missions=["training_facility_1"], num_training_steps=512, eval_missions=[],
+        policy_data_path=url, **small_training(tmp_path / "warm"),
+    )  # fmt: skip
+    assert warm.status == "success", warm.errors
+    assert Path(warm.outputs["fetched"][url]).read_bytes() == local.read_bytes()
+
+
+def test_weights_that_differ_from_their_record_are_refused_before_compute(s3, stored_weights, tmp_path):
+    import fsspec
+
+    url, local = stored_weights
+    tampered = url.replace("/weights/", "/tampered/")
+    fs = fsspec.filesystem("s3")
+    fs.pipe_file(tampered, local.read_bytes()[:-1] + b"x")
+    fs.pipe_file(tampered + ".sha256", read_stored(url + ".sha256"))
+    unrecorded = url.replace("/weights/", "/unrecorded/")
+    fs.pipe_file(unrecorded, local.read_bytes())
+    digest = hashlib.sha256(local.read_bytes()).hexdigest()
+    for data_path, message in (
+        (tampered, "is not the recorded"),
+        (unrecorded, "no recorded sha256"),
+        (f"{unrecorded}#sha256={'0' * 64}", "is not the recorded"),
+        (f"s3://{BUCKET}/nowhere/policy.pt#sha256={digest}", "not found"),
+    ):
+        result = daf_run_comparison_pipeline(
+            policies=[{"class_path": "mlp", "data_path": data_path}], missions=["training_facility_1"],
+            episodes_per_mission=1, output_dir=str(tmp_path),
+        )  # fmt: skip
+        assert result.status == "failed" and result.stages_failed == ["policy_fetch"], result.errors
+        assert message in result.errors[0] and "ResultStoreError" in result.errors[0], result.errors
+        assert not list((tmp_path / "fetched").rglob("*.pt")), "nothing unverified is kept"
+    # With the right digest in the URL, weights stored without a record load.
+    result = daf_run_comparison_pipeline(
+        policies=[{"class_path": "mlp", "data_path": f"{unrecorded}#sha256={digest}"}],
+        missions=["training_facility_1"], episodes_per_mission=1, output_dir=str(tmp_path),
+    )  # fmt: skip
+    assert result.status == "success", result.errors
+
+
 @pytest.mark.parametrize(
     "url, message",
     [
