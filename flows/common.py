@@ -53,6 +53,8 @@ class StageFailed(Exception):
 class PipelineFailed(Exception):
     """The data of a failed pipeline's final state: the PipelineResult, raised wherever Prefect resolves it."""
 
+    logged_by_pipeline = True  # its message is in the run's log once already (tasks/common.py drops the engine's)
+
     def __init__(self, result: PipelineResult):
         super().__init__(f"{result.pipeline_name} pipeline failed: " + ("; ".join(result.errors) or "failed"))
         self.result = result
@@ -70,11 +72,11 @@ class Pipeline:
     """Runs stages in order and records each outcome in a PipelineResult."""
 
     def __init__(self, name: str, config: DAFConfig):
-        quiet_run_logs()
         self.started = time.perf_counter()
         self.interrupted_by: int | None = None
         self.result = PipelineResult(pipeline_name=name, status=SUCCESS, timestamp=datetime.now())
         run_id = flow_run.get_id() or uuid.uuid4().hex
+        quiet_run_logs(str(run_id))
         stamp = self.result.timestamp.strftime("%Y%m%d-%H%M%S")
         self.run_dir = Path(config.output_dir).absolute() / "runs" / f"{name}-{stamp}-{run_id[:8]}"
         self.result_store = config.result_store
@@ -133,7 +135,10 @@ class Pipeline:
             path = self.run_dir / "pipeline_result.json"
             self.result.outputs["result_path"] = str(path)
             if self.result_store is not None and self.interrupted_by is None:
-                link = self.stage(STORAGE_STAGE, self._store_outputs, required=False)
+                try:
+                    link = self.stage(STORAGE_STAGE, self._store_outputs, required=False)
+                except StageFailed:  # a stop signal during the upload: recorded by stage(), the run ends Cancelled
+                    pass
             self.result.save(path)
             if "stored" in self.result.outputs:  # the result itself last, now that it says where everything is
                 try:

@@ -49,22 +49,32 @@ def _is_deliberate(exc: BaseException | None) -> bool:
 class _OneLineForDeliberateErrors(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
-        self._reported: set[str] = set()  # task and flow runs whose failure DAF reports itself
+        self._pipelines: set[str] = set()  # flow runs of DAF pipelines: they report their stages' failures
+        self._reported: set[str] = set()  # task and flow runs whose failure DAF has reported itself
+
+    def adopt(self, flow_run_id: str) -> None:
+        self._pipelines.add(flow_run_id)
 
     def report(self, run_id: str) -> None:
         self._reported.add(run_id)
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        run_id = str(getattr(record, "task_run_id", None) or getattr(record, "flow_run_id", None) or "")
+        flow_run_id = str(getattr(record, "flow_run_id", None) or "")
+        task_run_id = str(getattr(record, "task_run_id", None) or "")
         if _is_deliberate(exc):
-            if record.name == "prefect.task_runs" and " - Retry " not in record.getMessage():
-                self._reported.add(run_id)  # the stage's failure reaches the pipeline's own line
+            in_pipeline = flow_run_id in self._pipelines
+            if task_run_id and in_pipeline and " - Retry " not in record.getMessage():
+                self._reported.add(task_run_id)  # the stage's failure reaches the pipeline's own line
                 return False
-            if "unexpected exception" in str(record.msg):  # the engine's last word on a failed pipeline
-                return False
+            if "unexpected exception" in str(record.msg):  # the engine's last word on a failed flow run
+                # Logged already by its pipeline (maybe in another process: Prefect may run the flow in a child).
+                if getattr(exc, "logged_by_pipeline", False):
+                    return False
+                record.msg, record.args = str(exc), ()  # else say what failed, in one line
             record.exc_info, record.exc_text = None, None
             return True
+        run_id = task_run_id or flow_run_id
         if run_id in self._reported and record.getMessage().startswith("Finished in state Failed"):
             self._reported.discard(run_id)
             return False
@@ -74,10 +84,13 @@ class _OneLineForDeliberateErrors(logging.Filter):
 _ONE_LINE = _OneLineForDeliberateErrors()
 
 
-def quiet_run_logs() -> None:
-    """One line for DAF's deliberate errors in the run logs, and no per-request INFO lines from Prefect's HTTP
-    client (which it logs once mettagrid has put a handler on the root logger). Called when a pipeline starts,
-    not at import, so importing DAF changes no logging; calling it again changes nothing."""
+def quiet_run_logs(flow_run_id: str | None = None) -> None:
+    """One line for DAF's deliberate errors in the run logs (of the pipeline's flow run `flow_run_id`), and no
+    per-request INFO lines from Prefect's HTTP client (which it logs once mettagrid has put a handler on the root
+    logger). Called when a pipeline starts, not at import, so importing DAF changes no logging; calling it again
+    changes nothing."""
+    if flow_run_id is not None:
+        _ONE_LINE.adopt(flow_run_id)
     for name in _PREFECT_RUN_LOGGERS:
         logger = logging.getLogger(name)
         if _ONE_LINE not in logger.filters:

@@ -249,6 +249,14 @@ def test_dockerfile_copies_existing_files():
             assert f"!{src}" in ignore, f"COPY {src}: excluded by .dockerignore"
 
 
+def test_dockerfile_copies_every_package_folder_pyproject_installs():
+    """pyproject.toml's package-dir maps import names to folders; the image installs DAF from them (editable), so a
+    folder the Dockerfile does not copy would be a package missing from the image."""
+    folders = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    copied = {args.split()[0] for op, args in dockerfile_instructions() if op == "COPY" and "--from" not in args}
+    assert folders <= copied, f"docker/Dockerfile does not copy {sorted(folders - copied)}"
+
+
 def test_dockerfile_installs_from_pyproject():
     """The image's requirements come from pyproject.toml itself (no copied list to drift); torch is installed first,
     pinned as pyproject pins it, from the CUDA index or a folder of wheels."""

@@ -78,6 +78,20 @@ def stop_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=20)
 
 
+def wait_until_answering(service: Service, url: str, timeout: float, what: str) -> None:
+    """Poll `url` until it answers 200; fail at once, with its log, if `service` exits meanwhile."""
+
+    def answers() -> bool:
+        assert service.alive(), f"{service.name} exited:\n{service.output()}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_for(answers, timeout, what)
+
+
 def start(name: str, cmd: list[str], env: dict[str, str], logdir: Path, cwd: Path = REPO) -> Service:
     log = logdir / f"{name}.log"
     with log.open("w") as fh:
@@ -230,16 +244,7 @@ def start_prefect_server(directory: Path, database_url: str | None = None, timeo
         directory,
         cwd=directory,
     )
-
-    def healthy() -> bool:
-        assert service.alive(), f"prefect server exited:\n{service.output()}"
-        try:
-            with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_for(healthy, timeout, "the Prefect server to become healthy")
+    wait_until_answering(service, f"{api}/health", timeout, "the Prefect server to become healthy")
     return PrefectServer(service, api, prefect_env(directory / "client-home", api_url=api))
 
 
@@ -286,16 +291,7 @@ def start_s3(directory: Path) -> S3Server:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     service = start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], dict(os.environ), directory)
-
-    def up() -> bool:
-        assert service.alive(), f"moto_server exited:\n{service.output()}"
-        try:
-            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_for(up, 60, "the S3 server to answer")
+    wait_until_answering(service, f"{endpoint}/moto-api/", 60, "the S3 server to answer")
     env = {
         "AWS_ACCESS_KEY_ID": "daf-test",
         "AWS_SECRET_ACCESS_KEY": "daf-test-secret",

@@ -50,7 +50,7 @@ def test_the_readme_server_path_gets_a_worker_that_runs_a_deployment(tmp_path):
     worker = None
     try:
         api = f"http://127.0.0.1:{port}/api"
-        stack.wait_for(lambda: _healthy(api, server), 120, "the README's server")
+        stack.wait_until_answering(server, f"{api}/health", 120, "the README's server")
         # Terminal 2 runs one of its two deploy.sh lines: the first (CPU only).
         deploy = "\n".join(c for c in script(2).splitlines() if not c.endswith("deploy.sh"))
         stack.run(["bash", "-c", deploy], env, timeout=240, cwd=workdir)
@@ -71,14 +71,3 @@ def test_the_readme_server_path_gets_a_worker_that_runs_a_deployment(tmp_path):
         if worker is not None:
             worker.stop()
         server.stop()
-
-
-def _healthy(api: str, server: stack.Service) -> bool:
-    import urllib.request
-
-    assert server.alive(), f"the README's server exited:\n{server.output()}"
-    try:
-        with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False

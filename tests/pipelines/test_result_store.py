@@ -15,6 +15,7 @@ import pytest
 import stack
 
 from daf.orchestrators import daf_run_comparison_pipeline, daf_run_training_pipeline
+from daf.results import PipelineResult
 from tests.pipelines.test_flows import artifacts, small_training
 
 BUCKET = "daf-results"
@@ -39,14 +40,41 @@ def read_stored(url: str) -> bytes:
         return fh.read()
 
 
-def test_comparison_outputs_are_stored_and_the_report_link_opens_over_http(s3, tmp_path):
-    result = daf_run_comparison_pipeline(
+@pytest.fixture(scope="module")
+def stored_training(s3, tmp_path_factory) -> PipelineResult:
+    """A short training run whose outputs went to the store."""
+    result = daf_run_training_pipeline(
+        policy_class_path="mlp",
+        missions=["training_facility_1"],
+        num_training_steps=1024,
+        eval_missions=[],
+        **small_training(tmp_path_factory.mktemp("weights")),
+        result_store=f"s3://{BUCKET}/weights",
+    )
+    assert result.status == "success", result.errors
+    return result
+
+
+@pytest.fixture(scope="module")
+def stored_weights(stored_training) -> tuple[str, Path]:
+    """The trained checkpoint's URL in the store (with the .sha256 the store writes) and the local file."""
+    files = stored_training.outputs["stored"]["files"]
+    (url,) = [u for name, u in files.items() if name.endswith("/policy.pt")]
+    return url, Path(stored_training.outputs["final_checkpoint"])
+
+
+def compare_two(tmp_path: Path, result_store: str) -> PipelineResult:
+    return daf_run_comparison_pipeline(
         policies=["baseline", "random"],
         missions=["training_facility_1"],
         episodes_per_mission=2,
         output_dir=str(tmp_path),
-        result_store=f"s3://{BUCKET}/team",
+        result_store=result_store,
     )
+
+
+def test_comparison_outputs_are_stored_and_the_report_link_opens_over_http(s3, tmp_path):
+    result = compare_two(tmp_path, f"s3://{BUCKET}/team")
     assert result.status == "success", result.errors
     assert result.stages_completed[-1] == "result_storage"
     run_dir = Path(result.outputs["run_dir"])
@@ -69,16 +97,8 @@ def test_comparison_outputs_are_stored_and_the_report_link_opens_over_http(s3, t
     assert s3.env["AWS_SECRET_ACCESS_KEY"] not in local.decode() and s3.env["AWS_SECRET_ACCESS_KEY"] not in url
 
 
-def test_training_stores_its_checkpoint_with_the_sha256_of_the_weights(s3, tmp_path):
-    result = daf_run_training_pipeline(
-        policy_class_path="mlp",
-        missions=["training_facility_1"],
-        num_training_steps=1024,
-        eval_missions=[],
-        **small_training(tmp_path),
-        result_store=f"s3://{BUCKET}/training",
-    )
-    assert result.status == "success", result.errors
+def test_training_stores_its_checkpoint_with_the_sha256_of_the_weights(stored_training):
+    result = stored_training
     checkpoint = Path(result.outputs["final_checkpoint"])
     assert checkpoint.is_absolute()
     files = result.outputs["stored"]["files"]
@@ -90,13 +110,7 @@ def test_training_stores_its_checkpoint_with_the_sha256_of_the_weights(s3, tmp_p
 
 
 def test_a_store_that_cannot_be_written_fails_its_stage_and_keeps_the_local_outputs(s3, tmp_path):
-    result = daf_run_comparison_pipeline(
-        policies=["baseline", "random"],
-        missions=["training_facility_1"],
-        episodes_per_mission=2,
-        output_dir=str(tmp_path),
-        result_store="s3://no-such-bucket-for-daf/team",
-    )
+    result = compare_two(tmp_path, "s3://no-such-bucket-for-daf/team")
     assert result.status == "partial" and result.stages_failed == ["result_storage"], result.errors
     (error,) = result.errors
     assert error.startswith("result_storage: ResultStoreError: result_store s3://no-such-bucket-for-daf/team: ")
@@ -105,22 +119,6 @@ def test_a_store_that_cannot_be_written_fails_its_stage_and_keeps_the_local_outp
     assert "stored" not in result.outputs
     assert json.loads((run_dir / "pipeline_result.json").read_text())["status"] == "partial"
     assert Path(result.outputs["report_html"]).read_bytes().startswith(b"<!DOCTYPE html>")
-
-
-@pytest.fixture(scope="module")
-def stored_weights(s3, tmp_path_factory) -> tuple[str, Path]:
-    """A trained checkpoint in the store (with the .sha256 the store writes), and the local file it came from."""
-    result = daf_run_training_pipeline(
-        policy_class_path="mlp",
-        missions=["training_facility_1"],
-        num_training_steps=1024,
-        eval_missions=[],
-        **small_training(tmp_path_factory.mktemp("weights")),
-        result_store=f"s3://{BUCKET}/weights",
-    )
-    assert result.status == "success", result.errors
-    (url,) = [u for name, u in result.outputs["stored"]["files"].items() if name.endswith("/policy.pt")]
-    return url, Path(result.outputs["final_checkpoint"])
 
 
 def test_a_policy_loads_from_a_url_checked_against_its_recorded_sha256(s3, stored_weights, tmp_path):

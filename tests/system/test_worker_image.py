@@ -167,8 +167,8 @@ def test_deployments_run_in_containers_through_a_docker_worker(docker_env, image
         (result_file,) = out.glob(f"runs/training-*-{training[:8]}/pipeline_result.json")
         result = json.loads(result_file.read_text())
         assert result["status"] == "success", result["errors"]
-        # Relative to the run's working directory /opt/daf, whose daf_output is the bound host folder.
-        checkpoint = Path("/opt/daf", result["outputs"]["final_checkpoint"]).relative_to("/opt/daf/daf_output")
+        # An absolute location in the container, under its daf_output: the bound host folder.
+        checkpoint = Path(result["outputs"]["final_checkpoint"]).relative_to("/opt/daf/daf_output")
         assert (out / checkpoint).stat().st_size > 0, checkpoint
         (result_file,) = out.glob(f"runs/benchmark-*-{nightly[:8]}/pipeline_result.json")
         result = json.loads(result_file.read_text())
