@@ -81,6 +81,8 @@ def show_outputs(outputs: Mapping[str, Any], console: Console) -> None:
         console.print(f"  {key}: {escape(_abs(value))}", soft_wrap=True)
     for name, path in checkpoints.items():
         console.print(f"  trained_checkpoint[{escape(name)}]: {escape(_abs(path))}", soft_wrap=True)
+    if stored := outputs.get("stored"):  # the copy in the result store, readable from other machines
+        console.print(f"  stored in: {escape(stored['run'])}", soft_wrap=True)
 
 
 def _show_leaderboard(outputs: dict[str, Any], console: Console) -> None:

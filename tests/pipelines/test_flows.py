@@ -77,8 +77,10 @@ def test_training_pipeline_success_and_saved_result(tmp_path):
     assert len(result.outputs["evaluation_results"]) == 1
     saved = PipelineResult.from_json(Path(result.outputs["result_path"]).read_text())
     assert saved.status == "success" and saved.outputs["final_checkpoint"] == result.outputs["final_checkpoint"]
-    # The UI's result artifact shows what the evaluation scored.
-    (markdown,) = artifacts(result)["markdown"]
+    # The UI's result artifact shows what the evaluation scored, and a link artifact opens the training report.
+    link, markdown = sorted(artifacts(result)["markdown"], key=lambda text: not text.startswith("[HTML report"))
+    uri = Path(result.outputs["report_html"]).as_uri()
+    assert link == f"[HTML report ({uri})]({uri})"
     (evaluation,) = result.outputs["evaluation_results"]
     row = f"| {evaluation['policy']} | training\\_facility\\_1 | 2 | {evaluation['mean_reward']:.3f} |"
     assert row in markdown, markdown

@@ -206,3 +206,20 @@ def test_a_bad_store_url_is_refused_before_any_stage(url, message, tmp_path):
     assert result.status == "failed" and result.error_kind == "invalid_input", result.errors
     assert "result_store" in result.errors[0] and message in result.errors[0], result.errors
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_the_cli_stores_a_run_and_says_where(s3, tmp_path):
+    import subprocess
+    import sys
+
+    daf = Path(sys.executable).parent / "daf"
+    command = [str(daf), "compare", "--policy", "baseline", "--policy", "random", "--mission", "training_facility_1"]
+    options = ["--episodes", "2", "--output-dir", str(tmp_path), "--set", f"result_store=s3://{BUCKET}/cli"]
+    proc = subprocess.run([*command, *options], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert f"stored in: s3://{BUCKET}/cli/{run_dir.name}" in proc.stdout, proc.stdout[-3000:]
+    assert (
+        read_stored(f"s3://{BUCKET}/cli/{run_dir.name}/pipeline_result.json")
+        == (run_dir / "pipeline_result.json").read_bytes()
+    )

@@ -72,6 +72,10 @@ def docker_env(workdir: Path) -> Iterator[dict[str, str]]:
     stack.wait_for(up, 60, "dockerd to answer")
     yield env
     daemon.stop()
+    # dockerd leaves its network namespace mounted under the exec root: unmount what is left below the root.
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(f"{root}/")), reverse=True):
+        subprocess.run(["umount", "--lazy", mount], capture_output=True, timeout=30)
 
 
 @pytest.fixture(scope="module")
