@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 # File systems a result store may name. fsspec knows many more (http, memory, zip, dask, ...); only these are
 # places to keep results, and none runs code or reads a local archive.
@@ -65,13 +65,18 @@ class ResultStore:
 
     def __init__(self, url: str):
         self.url = check_store_url(url).rstrip("/")
+        self._protocol = urlsplit(self.url).scheme
         try:
             import fsspec
 
-            self._fs, self._root = fsspec.core.url_to_fs(self.url)
-        except ImportError as exc:  # e.g. s3fs, an optional dependency
-            raise ResultStoreError(f"result_store {self.url}: {exc} (pip install 'daf[s3]' for s3://)") from None
-        self._protocol = urlsplit(self.url).scheme
+            # fsspec takes a file URL's path as written; a URI from Path.as_uri() escapes spaces and the like (%20).
+            location = unquote(urlsplit(self.url).path) if self._protocol == "file" else self.url
+            self._fs, self._root = fsspec.core.url_to_fs(location)
+        except ImportError as exc:  # the provider's file system is an optional dependency
+            raise ResultStoreError(
+                f"result_store {self.url}: {exc} (install its file system: pip install 'daf[s3]' for s3://, gcsfs for "
+                "gs://, adlfs for az://)"
+            ) from None
 
     def _url(self, path: str) -> str:
         return path if self._protocol == "file" else f"{self._protocol}://{path}"

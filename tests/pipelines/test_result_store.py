@@ -109,6 +109,20 @@ def test_training_stores_its_checkpoint_with_the_sha256_of_the_weights(stored_tr
     assert any(key.startswith("report/") for key in files)
 
 
+def test_a_file_store_keeps_the_run_in_another_folder(tmp_path):
+    """file:///abs/path: a shared disk (NFS, a mounted bucket); the report link is the stored file's file:// URI."""
+    store = tmp_path / "shared disk"
+    result = compare_two(tmp_path / "local", store.as_uri())
+    assert result.status == "success", result.errors
+    run_dir = Path(result.outputs["run_dir"])
+    stored = store / run_dir.name
+    assert result.outputs["stored"]["run"] == f"{store.as_uri()}/{run_dir.name}"
+    for name in ("pipeline_result.json", "report/report.html", "report/report.json", "report/summary.md"):
+        assert (stored / name).read_bytes() == (run_dir / name).read_bytes(), name
+    (link,) = [text for text in artifacts(result)["markdown"] if "HTML report" in text]
+    assert link.endswith(f"]({(stored / 'report' / 'report.html').as_uri()})"), link
+
+
 def test_a_store_that_cannot_be_written_fails_its_stage_and_keeps_the_local_outputs(s3, tmp_path):
     result = compare_two(tmp_path, "s3://no-such-bucket-for-daf/team")
     assert result.status == "partial" and result.stages_failed == ["result_storage"], result.errors
