@@ -8,7 +8,7 @@ from prefect.states import State
 
 from daf.comparison import evaluation_results
 from daf.config import DAFTrainingConfig, PolicyEntry
-from daf.flows.common import Pipeline, run_pipeline
+from daf.flows.common import Pipeline, flow_run_reference, run_pipeline
 from daf.flows.stages import REPORT_STAGE, evaluate_all
 from daf.policies.neural import load_weights
 from daf.tasks.comparison import training_report_task
@@ -68,6 +68,7 @@ def training_flow(config: DAFTrainingConfig) -> State:
             config.model_dump(mode="json"),
             p.result.outputs.get("evaluation_results", []),
             str(p.run_dir / "report"),
+            flow_run_reference(),
             required=False,
         )
         if report is not None:

@@ -51,8 +51,11 @@ def report_task(
 
 
 @task(name="report")
-def training_report_task(training: dict, config: dict, evaluations: list[dict], output_dir: str) -> str:
-    """The training report of a run (daf.reports.training); `training` is its TrainingResult as a dict."""
+def training_report_task(
+    training: dict, config: dict, evaluations: list[dict], output_dir: str, flow_run: dict | None = None
+) -> str:
+    """The training report of a run (daf.reports.training); `training` is its TrainingResult as a dict, `flow_run`
+    the flow run it came from."""
     maybe_fail("report")
     metrics = read_metrics(Path(training["metrics_path"]))
-    return str(write_training_report(training, metrics, config, evaluations, output_dir))
+    return str(write_training_report(training, metrics, config, evaluations, output_dir, flow_run))

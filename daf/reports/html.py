@@ -126,7 +126,7 @@ def ci_method_note(stats: ComparisonStatistics) -> str:
     return note
 
 
-def _flow_run(reference: Any) -> dict[str, Any]:
+def flow_run_link(reference: Any) -> dict[str, Any]:
     """The flow run a report came from, its link kept only when it is an HTTP(S) URL (the metadata is data: a
     `javascript:` URL must not become a link)."""
     if not isinstance(reference, dict):
@@ -153,7 +153,7 @@ def render_html(
         meta_versions=metadata.get("versions") if isinstance(metadata.get("versions"), dict) else {},
         meta_other={k: v for k, v in metadata.items() if k not in KNOWN_METADATA},
         daf_source=metadata.get("daf_source") if isinstance(metadata.get("daf_source"), dict) else {},
-        flow_run=_flow_run(metadata.get("flow_run")),
+        flow_run=flow_run_link(metadata.get("flow_run")),
         agg_rank={e.policy: e for e in stats.leaderboard},
         agg={a.policy: a for a in stats.aggregate},
         plots=all_plots(stats),

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daf.content import daf_source
 from daf.files import atomic_write_text
-from daf.reports.html import template_environment
+from daf.reports.html import flow_run_link, template_environment
 from daf.reports.plots import learning_curve_png
 from daf.stats import compare_scores
 
@@ -17,10 +18,15 @@ TRAINING_REPORT_FILE = "training_report.html"
 
 
 def render_training_html(
-    training: dict[str, Any], metrics: list[dict], config: dict[str, Any], evaluations: list[dict]
+    training: dict[str, Any],
+    metrics: list[dict],
+    config: dict[str, Any],
+    evaluations: list[dict],
+    flow_run: dict[str, Any] | None = None,
 ) -> str:
     """`training`: daf.training.TrainingResult as a dict; `metrics`: its run's per-update records; `config`: the
-    DAFTrainingConfig as JSON; `evaluations`: the final checkpoint's evaluation results (may be empty)."""
+    DAFTrainingConfig as JSON; `evaluations`: the final checkpoint's evaluation results (may be empty); `flow_run`:
+    the Prefect flow run it came from ({name, id, url})."""
     # Per-mission means and bootstrap CIs of the evaluation, computed as the comparison report computes them.
     scores = {training["run_id"]: {ev["mission"]: ev["rewards"] for ev in evaluations}}
     evaluation = compare_scores(scores, seed=int(config.get("seed", 0))) if evaluations else None
@@ -34,6 +40,8 @@ def render_training_html(
             config=config,
             curve=learning_curve_png(metrics, training["run_id"]),
             evaluation=evaluation,
+            flow_run=flow_run_link(flow_run),
+            daf_source=daf_source(),
         )
     )
 
@@ -44,8 +52,10 @@ def write_training_report(
     config: dict[str, Any],
     evaluations: list[dict],
     output_dir: str | Path,
+    flow_run: dict[str, Any] | None = None,
 ) -> Path:
     """Write `<output_dir>/training_report.html` atomically and return its path."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(out / TRAINING_REPORT_FILE, render_training_html(training, metrics, config, evaluations))
+    html = render_training_html(training, metrics, config, evaluations, flow_run)
+    return atomic_write_text(out / TRAINING_REPORT_FILE, html)

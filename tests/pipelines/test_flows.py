@@ -89,6 +89,9 @@ def test_training_pipeline_success_and_saved_result(tmp_path):
     # The training report: the run, its learning curve and the evaluation with its CI.
     report = Path(result.outputs["report_html"]).read_text()
     assert f'alt="learning curve of {result.outputs["training"]["run_id"]}"' in report
+    # It names the flow run it came from and the DAF source that ran.
+    assert "<th>Prefect flow run</th>" in report and f"<code>{result.outputs['flow_run_id']}</code>" in report
+    assert "<th>DAF source</th>" in report and "source sha256 <code>" in report
     mean = f"{evaluation['mean_reward']:.3f}"
     assert f'<td>training_facility_1</td><td class="num">2</td><td class="num">{mean}</td>' in report
     assert f"tensorboard --logdir {result.outputs['training']['tensorboard_dir']}" in report
