@@ -65,8 +65,8 @@ def fetch_verified(url: str, cache_dir: Path) -> str:
         target = cache_dir / expected / Path(path).name
         if target.is_file() and sha256_file(target) == expected:
             return str(target)
-        size = fs.size(path)
-        if size > MAX_FETCH_BYTES:
+        size = fs.size(path)  # None where a file system cannot tell before reading
+        if size is not None and size > MAX_FETCH_BYTES:
             raise ResultStoreError(f"{url}: {size} bytes, more than the {MAX_FETCH_BYTES} a policy's weights may have")
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".fetching-")
