@@ -62,7 +62,10 @@ def fetch_verified(url: str, cache_dir: Path) -> str:
     try:
         fs, path = fsspec.core.url_to_fs(location)
         expected = _recorded_digest(fs, path, url, fragment)
-        target = cache_dir / expected / Path(path).name
+        name = Path(path).name
+        if name in ("", ".", ".."):
+            raise ResultStoreError(f"{url}: does not name a file")
+        target = cache_dir / expected / name
         if target.is_file() and sha256_file(target) == expected:
             return str(target)
         size = fs.size(path)  # None where a file system cannot tell before reading

@@ -35,6 +35,8 @@ def check_store_url(url: str) -> str:
     """The URL as given, if it names a place DAF may keep results; a ValueError saying what is allowed otherwise."""
     if any(ord(c) < 32 or ord(c) == 127 for c in url):
         raise ValueError("a result store URL must not contain control characters")
+    if "::" in url:  # fsspec would chain file systems (zip::, reference::): a store is one place, read directly
+        raise ValueError(f"{url!r}: a result store URL is one location, not a chain of file systems (::)")
     parts = urlsplit(url)
     if parts.scheme not in STORE_PROTOCOLS:
         raise ValueError(

@@ -184,6 +184,7 @@ def test_weights_that_differ_from_their_record_are_refused_before_compute(s3, st
         (unrecorded, "no recorded sha256"),
         (f"{unrecorded}#sha256={'0' * 64}", "is not the recorded"),
         (f"s3://{BUCKET}/nowhere/policy.pt#sha256={digest}", "not found"),
+        (f"s3://{BUCKET}/weights/..#sha256={digest}", "does not name a file"),
     ):
         result = daf_run_comparison_pipeline(
             policies=[{"class_path": "mlp", "data_path": data_path}], missions=["training_facility_1"],
@@ -210,6 +211,7 @@ def test_weights_that_differ_from_their_record_are_refused_before_compute(s3, st
         ("file://relative/path", "absolute path"),
         ("s3://bucket/p?versionId=1", "no query or fragment"),
         ("s3://bucket/p\x1b[2J", "control characters"),
+        ("s3://bucket/p::zip://inner", "not a chain of file systems"),
     ],
 )
 def test_a_bad_store_url_is_refused_before_any_stage(url, message, tmp_path):
