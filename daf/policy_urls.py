@@ -18,7 +18,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from daf.config import DAFConfig
-from daf.result_store import STORE_PROTOCOLS, ResultStoreError, check_store_url, sha256_file
+from daf.content import path_digest
+from daf.result_store import STORE_PROTOCOLS, ResultStoreError, check_store_url
 
 C = TypeVar("C", bound=DAFConfig)
 
@@ -29,7 +30,7 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 def is_url(data_path: str | None) -> bool:
     """A data_path naming remote storage (s3://, gs://, ...) rather than a local file."""
-    return bool(data_path) and urlsplit(data_path).scheme in STORE_PROTOCOLS and urlsplit(data_path).scheme != "file"
+    return bool(data_path) and urlsplit(data_path).scheme in set(STORE_PROTOCOLS) - {"file"}
 
 
 def weight_urls(config: DAFConfig) -> list[str]:
@@ -66,7 +67,7 @@ def fetch_verified(url: str, cache_dir: Path) -> str:
         if name in ("", ".", ".."):
             raise ResultStoreError(f"{url}: does not name a file")
         target = cache_dir / expected / name
-        if target.is_file() and sha256_file(target) == expected:
+        if target.is_file() and path_digest(target) == expected:
             return str(target)
         size = fs.size(path)  # None where a file system cannot tell before reading
         if size is not None and size > MAX_FETCH_BYTES:
@@ -76,7 +77,7 @@ def fetch_verified(url: str, cache_dir: Path) -> str:
         os.close(fd)
         try:
             fs.get_file(path, partial)
-            actual = sha256_file(Path(partial))
+            actual = path_digest(partial)
             if actual != expected:
                 raise ResultStoreError(
                     f"{url}: sha256 {actual} is not the recorded {expected}: the file changed after it was recorded"

@@ -14,9 +14,10 @@ of a stored file (S3's presigned URL, valid for `LINK_EXPIRY_S`) for the report 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from daf.content import path_digest
 
 # File systems a result store may name. fsspec knows many more (http, memory, zip, dask, ...); only these are
 # places to keep results, and none runs code or reads a local archive.
@@ -54,14 +55,6 @@ def check_store_url(url: str) -> str:
     return url
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ResultStore:
     """One result store; `put` copies local files under a run's folder in it."""
 
@@ -94,7 +87,7 @@ class ResultStore:
                     self._fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
                 self._fs.put_file(local, target)
                 if name.endswith(DIGESTED_SUFFIXES):
-                    self._fs.pipe_file(f"{target}.sha256", f"{sha256_file(Path(local))}  {Path(name).name}\n".encode())
+                    self._fs.pipe_file(f"{target}.sha256", f"{path_digest(local)}  {Path(name).name}\n".encode())
             except Exception as exc:  # every provider has its own errors: say which store and file, keep the type
                 raise ResultStoreError(
                     f"result_store {self.url}: cannot write {name}: {type(exc).__name__}: {exc}"

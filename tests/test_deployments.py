@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from daf.environment_checks import GPU_DEVICE_REQUEST
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_DIR = REPO / "deployments"
 PREFECT_FILE = DEPLOY_DIR / "prefect.yaml"
@@ -34,7 +36,6 @@ FLOWS = {
     "daf.flows.comparison:comparison_flow": "comparison",
     "daf.flows.benchmark:benchmark_flow": "benchmark",
 }
-GPU_REQUEST = [{"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}]
 # Pools as deploy.sh creates them (`pool NAME TYPE TEMPLATE`): the specs must agree with the script.
 POOLS: dict[str, tuple[str, str]] = {
     name: (kind, template)
@@ -212,7 +213,8 @@ def test_docker_gpu_deployments_request_gpus():
     for d in docker:
         rendered = render(pool_template(d["work_pool"]["name"]), d["work_pool"]["job_variables"])
         kwargs = rendered["container_create_kwargs"]
-        assert kwargs["device_requests"] == GPU_REQUEST, d["name"]
+        # The request `daf check --docker` tries on a Docker host: the prediction and the deployments agree.
+        assert kwargs["device_requests"] == [GPU_DEVICE_REQUEST], d["name"]
         assert kwargs["shm_size"], d["name"]
         assert rendered["image"] == "daf-worker:latest"
         assert rendered["auto_remove"] is True, "a finished run's container is removed"
