@@ -4,7 +4,9 @@ else looks at it, so that a small input cannot take the machine.
 YAML anchors and aliases stay allowed (`<<: *defaults` is common in configs), but what they expand to is counted:
 a 422-byte file of nested aliases expanded to gigabytes in `json.dumps` and `model_dump`. The same count guards
 Python dicts whose values share references, and refuses self-references. Nesting depth is capped while parsing,
-before Python's recursion limit turns a deep document into an "unexpected RecursionError".
+before Python's recursion limit turns a deep document into an "unexpected RecursionError". A key given twice in
+one mapping is an error: PyYAML keeps the last silently, so `learning_rate` written twice in a long config trains
+with whichever came second.
 """
 
 from __future__ import annotations
@@ -36,6 +38,21 @@ class _DepthLimitedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` merges; keys given beside it override it, as YAML intends
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):
+                continue  # unhashable: SafeLoader reports it with its own message
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(text: str, source: str) -> Any:

@@ -11,6 +11,8 @@ without reaching the goal. Vibe and attack actions are off.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -308,8 +310,55 @@ def load_mission_file(path: str | Path, **overrides: Any) -> MettaGridConfig:
     if "game" in data:
         if overrides:
             raise ValueError(f"mission file {path}: overrides apply only to `base:` missions")
-        return MettaGridConfig.model_validate(data)
+        return MettaGridConfig.model_validate(_resolve_builder_types(data, f"mission file {path}"))
     raise UnknownMissionError(f"mission file {path}: needs `base: <mission name>` or a full mettagrid `game:` section")
+
+
+# mettagrid's map builders and scenes take `type: <dotted name>` and import whatever it names (mettagrid's
+# load_symbol, which even runs a Jupyter notebook it finds on sys.path). A mission file is data: DAF resolves each
+# dotted `type` itself, only to a class defined in these packages of mettagrid, and hands mettagrid the class.
+BUILDER_PACKAGES = ("mettagrid.map_builder", "mettagrid.mapgen")
+
+
+def _resolve_builder_types(data: Any, where: str, at: str = "") -> Any:
+    """A copy of `data` whose dotted `type:` strings are replaced by the mettagrid builder classes they name;
+    raises UnknownMissionError for any other dotted name, before anything is imported for it."""
+    if isinstance(data, list):
+        return [_resolve_builder_types(v, where, f"{at}[{i}]") for i, v in enumerate(data)]
+    if not isinstance(data, dict):
+        return data
+    resolved = {k: _resolve_builder_types(v, where, f"{at}.{k}" if at else str(k)) for k, v in data.items()}
+    name = resolved.get("type")
+    if isinstance(name, str) and "." in name:
+        resolved["type"] = _builder_class(name, where, f"{at}.type" if at else "type")
+    return resolved
+
+
+def _builder_class(name: str, where: str, at: str) -> type:
+    refused = UnknownMissionError(
+        f"{where}: {at}: {name!r} is not a mettagrid map builder or scene class; a mission file may name classes "
+        f"of {', '.join(p + '.*' for p in BUILDER_PACKAGES)} only"
+    )
+    if not name.startswith(tuple(p + "." for p in BUILDER_PACKAGES)) or "__main__" in name.split("."):
+        raise refused
+    # The longest prefix that is a module of mettagrid's own source tree, then attributes (`Builder.Config`).
+    # find_spec imports only the parent packages, which are mettagrid's; the module itself is imported once found.
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 1, -1):
+        module_name = ".".join(parts[:split])
+        try:
+            spec = importlib.util.find_spec(module_name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+            continue
+        target: Any = importlib.import_module(module_name)
+        for attr in parts[split:]:
+            target = getattr(target, attr, None)
+        if isinstance(target, type):
+            return target
+        break
+    raise refused
 
 
 def with_map_seed(cfg: MettaGridConfig, seed: int) -> MettaGridConfig:

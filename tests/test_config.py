@@ -183,6 +183,18 @@ def test_missing_file_and_non_mapping(tmp_path):
         DAFConfig.from_yaml(path)
 
 
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path):
+    path = write(tmp_path, "learning_rate: 0.001\nseed: 3\nlearning_rate: 0.5\n")
+    with pytest.raises(ConfigError) as exc:
+        DAFTrainingConfig.from_yaml(path)
+    assert str(exc.value).startswith(f"{path}: malformed YAML:")
+    assert "key 'learning_rate' appears twice in one mapping" in str(exc.value) and "line 3" in str(exc.value)
+    # Nested mappings too; a merge key's values may still be overridden beside it.
+    with pytest.raises(ConfigError, match="key 'a' appears twice"):
+        read_yaml_mapping(write(tmp_path, "outer:\n  a: 1\n  a: 2\n"))
+    assert read_yaml_mapping(write(tmp_path, "d: &d {a: 1}\ne:\n  <<: *d\n  a: 2\n"))["e"] == {"a": 2}
+
+
 def test_empty_yaml_gives_defaults(tmp_path):
     assert DAFTrainingConfig.from_yaml(write(tmp_path, "")) == DAFTrainingConfig()
 

@@ -246,3 +246,50 @@ def test_full_game_mission_file_is_checked_too(tmp_path):
     path.write_text(yaml.safe_dump(game))
     with pytest.raises(ValueError, match=r"200 agents and 4 objects do not fit"):
         get_mission(str(path))
+
+
+_NOTEBOOK = {
+    "cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+               "source": ["import pathlib, os\n", "pathlib.Path(os.environ['DAF_MARKER']).write_text('ran')\n"]}],
+    "metadata": {}, "nbformat": 4, "nbformat_minor": 5,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "type_name",
+    [
+        "marker_module.Builder",  # a module on sys.path that runs code at import
+        "marker_notebook.Builder",  # a notebook on sys.path: mettagrid's load_symbol runs it through importnb
+        "this.X",  # the standard library's import side effects
+        "mettagrid.util.module.load_symbol",  # mettagrid, but not a map builder
+        "mettagrid.map_builder.__main__.X",
+    ],
+)
+@pytest.mark.parametrize("where", ["map_builder", "nested_scene"])
+def test_a_mission_file_cannot_import_code_by_name(tmp_path, monkeypatch, capsys, type_name, where):
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("DAF_MARKER", str(marker))
+    (tmp_path / "marker_module.py").write_text(
+        "import os, pathlib\npathlib.Path(os.environ['DAF_MARKER']).write_text('ran')\nclass Builder: pass\n"
+    )
+    (tmp_path / "marker_notebook.ipynb").write_text(__import__("json").dumps(_NOTEBOOK))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    game = get_mission("training_facility_1").model_dump(mode="json")
+    if where == "map_builder":
+        game["game"]["map_builder"]["type"] = type_name
+    else:  # a scene inside a map generator's instance list: any depth is resolved the same way
+        game["game"]["map_builder"] = {
+            "type": "mettagrid.mapgen.mapgen.MapGen.Config",
+            "width": 11, "height": 11,
+            "instance": {"type": "mettagrid.mapgen.scenes.random.Random.Config", "children": [
+                {"scene": {"type": type_name}, "where": "full"}]},
+        }  # fmt: skip
+    path = tmp_path / "mission.yaml"
+    path.write_text(yaml.safe_dump(game, sort_keys=False))
+    with pytest.raises(UnknownMissionError, match=r"is not a mettagrid map builder or scene class; a mission file"):
+        get_mission(str(path))
+    with pytest.raises(UnknownMissionError, match=r"is not a mettagrid map builder or scene class"):
+        evaluate(PolicySpec(class_path="random"), str(path), episodes=1, seed=0)
+    assert not marker.exists()
+    assert "this" not in __import__("sys").modules or type_name != "this.X"
+    assert "Zen of Python" not in capsys.readouterr().out
