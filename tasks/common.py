@@ -19,6 +19,7 @@ from daf.content import DAF_PACKAGE, daf_source_digest, mission_digest, path_dig
 from daf.events import LOG_RECORD_FIELD, ProgressEvent, TrainingProgress
 from daf.faults import TransientFault
 from daf.tasks.artifacts import ProgressArtifact
+from daf.tasks.result_records import DAFJSONSerializer, verified_storage
 
 # Data and configuration errors are final; these are the failures a retry may cure.
 T = TypeVar("T")
@@ -175,6 +176,7 @@ def content_cached_task(
             cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key),
             retry_condition_fn=retry_transient,
             persist_result=True,
+            result_serializer=DAFJSONSerializer(),
             **RETRY_OPTIONS,
         )(fn)
 
@@ -195,6 +197,9 @@ def configured(task: Task, config: DAFConfig, *, gpu: bool = False) -> Task:
         options["cache_expiration"] = timedelta(hours=config.cache_expiration_hours)
     if not config.use_cache:
         options["cache_policy"] = NO_CACHE
+    elif isinstance(task.cache_policy, CacheKeyFnPolicy):
+        # Chosen here, at run time: Prefect's local storage path is a setting, read when the run starts.
+        options["cache_policy"] = task.cache_policy.configure(key_storage=verified_storage())
     # Only GPU tasks are tagged. Prefect asks the server for the tag concurrency limits of every tagged task
     # run; the default SQLite-backed server intermittently answers that call with 503 (database locked) and
     # the client retries after 2 s, which made a 30 s comparison flow 4 s slower (bench/orchestration_overhead.py).

@@ -18,6 +18,7 @@ from daf.faults import maybe_fail
 from daf.reports import write_report, write_training_report
 from daf.stats import ComparisonStatistics
 from daf.tasks.common import make_cache_key
+from daf.tasks.result_records import DAFJSONSerializer
 from daf.training.metrics import read_metrics
 
 
@@ -25,7 +26,12 @@ def _statistics_key(context, parameters) -> str:
     return make_cache_key(statistics_task.fn, parameters)
 
 
-@task(name="comparison", cache_policy=CacheKeyFnPolicy(cache_key_fn=_statistics_key), persist_result=True)
+@task(
+    name="comparison",
+    cache_policy=CacheKeyFnPolicy(cache_key_fn=_statistics_key),
+    persist_result=True,
+    result_serializer=DAFJSONSerializer(),
+)
 def statistics_task(evaluations: list[dict], alpha: float, correction: str, seed: int) -> dict:
     maybe_fail("comparison")
     results = [EvaluationResult.from_dict(e) for e in evaluations]

@@ -106,3 +106,55 @@ def test_weights_replaced_with_same_size_and_mtime_are_not_served_from_the_cache
 
     replaced, _ = compare(tmp_path, spec, ["training_facility_1"])
     assert evaluation_states(replaced) == ["Completed"]  # new bytes: evaluated again
+
+
+class _Payload:
+    """Unpickling it writes the marker file: what a rewritten cache record would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_rewritten_cache_record_is_never_loaded_as_code(tmp_path, caplog):
+    """Whatever rewrote DAF's cache records (a bundle's import code, during validation) runs nothing in the next
+    ordinary comparison: records that do not name DAF's JSON serializer are cache misses, and are replaced."""
+    import json
+    import pickle
+
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    marker = tmp_path / "ran"
+    (tmp_path / "marker_decoder.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\ndef hook(d):\n    return d\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        first, rewards = compare(tmp_path, ["baseline", "noop"], ["training_facility_1"])
+        storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
+        records = sorted((storage / "daf-cache-records").glob("evaluate_task-*"))
+        assert len(records) >= 2
+        tampered = {
+            # Prefect's own pickle serializer, naming a payload written where the result was.
+            "pickle": {"type": "pickle", "picklelib": "pickle"},
+            # Prefect's JSON serializer imports any object_decoder it is told to.
+            "json": {"type": "json", "object_decoder": "marker_decoder.hook"},
+        }
+        for record, serializer in zip(records, tampered.values(), strict=False):
+            metadata = json.loads(record.read_text())
+            metadata["serializer"] = serializer
+            record.write_text(json.dumps(metadata))
+            if serializer["type"] == "pickle":
+                Path(metadata["storage_key"]).write_bytes(pickle.dumps(_Payload(marker)))
+        caplog.set_level("WARNING", logger="daf.results")
+        again, same = compare(tmp_path, ["baseline", "noop"], ["training_facility_1"])
+        assert not marker.exists()
+        assert "marker_decoder" not in sys.modules
+        assert same == rewards and evaluation_states(again) == ["Completed", "Completed"]  # recomputed
+        assert "not written by DAF's JSON serializer" in caplog.text
+        third, _ = compare(tmp_path, ["baseline", "noop"], ["training_facility_1"])
+        assert evaluation_states(third) == ["Cached", "Cached"]  # the records were replaced with DAF's own
+    finally:
+        sys.path.remove(str(tmp_path))
