@@ -296,6 +296,29 @@ def test_invalid_setup_fails_before_any_training(tmp_path, overrides, pattern):
     assert not (tmp_path / "out" / "sweeps" / "t" / "study.db").exists()
 
 
+def test_a_sweep_never_writes_its_tables_into_another_applications_database(tmp_path):
+    """Optuna creates its tables in whatever database `storage` names (an application's, or Prefect's own)."""
+    import sqlite3
+
+    app = tmp_path / "app.db"
+    with sqlite3.connect(app) as connection:
+        connection.execute("CREATE TABLE users (id INTEGER)")
+    not_sqlite = tmp_path / "notes.db"
+    not_sqlite.write_text("not a database\n" * 100)
+    for url, pattern in [
+        (f"sqlite:///{app}", r"holds tables that are not an Optuna study's \(users\): .* a database of its own"),
+        (f"sqlite:///{not_sqlite}", r"notes\.db is not a SQLite database"),
+    ]:
+        before = Path(url.removeprefix("sqlite:///")).read_bytes()
+        with pytest.raises(SweepError, match=pattern):
+            run_sweep(_config(tmp_path, search_space={"learning_rate": [0.001]}, storage=url))
+        assert Path(url.removeprefix("sqlite:///")).read_bytes() == before  # untouched
+    # An Optuna database of its own (an earlier sweep's) is fine.
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="other")
+    assert validate_sweep(_config(tmp_path, search_space={"learning_rate": [0.001]},
+                                  storage=f"sqlite:///{tmp_path / 'study.db'}"))  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("overrides", "pattern"),
     [

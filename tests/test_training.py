@@ -720,6 +720,20 @@ def test_resuming_a_run_under_another_config_is_refused(tmp_path):
     assert longer.resumed_from_step == first.global_step and longer.global_step >= 2048
 
 
+def test_resuming_after_the_mission_file_was_edited_at_the_same_path_is_refused(tmp_path):
+    mission = tmp_path / "mission.yaml"
+    mission.write_text("base: training_facility_1\nmax_steps: 40\n")
+    base = dict(policy_class_path="mlp", missions=[str(mission)], num_training_steps=1024, num_envs=4, num_steps=32,
+                checkpoint_dir=str(tmp_path / "runs"), run_id="r", progress=False, torch_threads=1)  # fmt: skip
+    first = train(DAFTrainingConfig(**base))
+    mission.write_text("base: assembler_1\nmax_steps: 40\n")  # another task under the same path
+    with pytest.raises(TrainingError, match=rf"run 'r' .*was trained on other content of mission\(s\) {mission}"):
+        train(DAFTrainingConfig(**{**base, "num_training_steps": 2048}))
+    mission.write_text("base: training_facility_1\nmax_steps: 40\n")  # restored: the run continues
+    longer = train(DAFTrainingConfig(**{**base, "num_training_steps": 2048}))
+    assert longer.resumed_from_step == first.global_step
+
+
 def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path):
     from daf.locks import directory_lock
 

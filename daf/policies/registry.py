@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ from mettagrid.policy.policy import MultiAgentPolicy, PolicySpec
 from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 
 from daf.errors import InputError
+from daf.policies._source import why_not_importable
 from daf.policy_urls import is_url
 from daf.suggestions import did_you_mean
+from daf.worker_settings import POLICY_MODULES_VARIABLE, allowed_policy_modules
 
 # Short name -> class path. Trainable policies are registered by daf.policies.neural.
 DAF_POLICIES: dict[str, str] = {
@@ -48,15 +51,35 @@ def resolve_class_path(name: str) -> str:
 
 
 def load_policy_class(name: str) -> type[MultiAgentPolicy]:
-    """Import and check a policy class; errors say what was wrong with the name."""
+    """Import and check a policy class; errors say what was wrong with the name.
+
+    A class path is input (a config, a CLI argument, a deployment parameter), and importing a module runs it:
+    `venv.__main__.X` built virtualenvs and `antigravity.X` opened a browser before any check. So a module not yet
+    imported is first read as source (daf.policies._source) and imported only when it defines or imports the
+    class's name at its top level, and whatever its import raises, SystemExit included, becomes this error.
+    """
     path = resolve_class_path(name)
     module_name, _, attr = path.rpartition(".")
-    if not module_name:
+    if not module_name or not attr:
         raise PolicyResolutionError(f"policy class path {path!r} must be module.Class")
+    allowed = allowed_policy_modules()
+    if allowed is not None and not any(module_name == m or module_name.startswith(m + ".") for m in allowed):
+        raise PolicyResolutionError(
+            f"policy {name!r}: module {module_name!r} is not among the policy modules this worker allows "
+            f"({POLICY_MODULES_VARIABLE}: {', '.join(allowed)})"
+        )
+    if module_name not in sys.modules:
+        problem = why_not_importable(module_name, attr)
+        if problem:
+            raise PolicyResolutionError(f"policy {name!r}: {problem}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise PolicyResolutionError(f"policy {name!r}: cannot import module {module_name!r} ({exc})") from None
+    except BaseException as exc:  # noqa: BLE001  (a module's import may raise anything, SystemExit included)
+        raise PolicyResolutionError(
+            f"policy {name!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from None
     try:
         cls = getattr(module, attr)
     except AttributeError:
@@ -89,8 +112,23 @@ def load_policy(spec: PolicySpec, env: PolicyEnvInterface, device: str = "cpu", 
         kwargs.setdefault("device", device)
     policy = cls(env, **kwargs)
     if spec.data_path:
+        if not cls.__module__.startswith("daf."):
+            # A class of its own reads its file its own way (mettagrid's own call torch.load without weights_only,
+            # which TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns into unpickling): a torch file DAF's weights_only load
+            # refuses never reaches it.
+            refuse_unsafe_torch_file(spec.data_path)
         policy.load_policy_data(spec.data_path)
     return policy
+
+
+def refuse_unsafe_torch_file(path: str) -> None:
+    """PolicyResolutionError when `path` is a torch file (or any pickle) that torch.load(weights_only=True) refuses."""
+    from daf.packaging.checks import looks_like_torch, unsafe_weights
+
+    if looks_like_torch(Path(path)):
+        problem = unsafe_weights(Path(path))
+        if problem:
+            raise PolicyResolutionError(f"data_path {path} {problem}")
 
 
 def accepts_keyword(cls: type, name: str) -> bool:

@@ -3,12 +3,15 @@ noticing trials whose process died and queuing them again, and what its trials t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sqlite3
 import warnings
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from daf.config import DAFSweepConfig, Role, fields_with
@@ -36,6 +39,52 @@ def storage_url(config: DAFSweepConfig) -> str:
 HEARTBEAT_S = 5
 GRACE_S = 30
 MAX_RERUNS = 3
+
+
+# Optuna's RDB schema (optuna/storages/_rdb/models.py, and alembic's version table). Listed here rather than read
+# from Optuna's private models module: a new Optuna table makes a sweep refuse its own old database, loudly, until
+# it is added.
+OPTUNA_TABLES = frozenset({
+    "studies", "study_directions", "study_system_attributes", "study_user_attributes", "trial_heartbeats",
+    "trial_intermediate_values", "trial_params", "trial_system_attributes", "trial_user_attributes", "trial_values",
+    "trials", "version_info", "alembic_version",
+})  # fmt: skip
+
+
+def foreign_storage_problem(url: str) -> str | None:
+    """Why the database at `url` is not a sweep's to write (Optuna creates its tables in whatever database it is
+    given: an application's, or Prefect's own); None when it is new, empty or an Optuna study database."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        return f"storage {url!r} is not a SQLAlchemy URL: {exc}"
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:" or not Path(database).exists():
+            return None
+        if not Path(database).is_file():
+            return f"storage {url!r}: {database} is not a file"
+        try:  # read-only, and never created: sqlite3 would make an empty database of a missing path
+            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+                tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            return f"storage {url!r}: {database} is not a SQLite database ({exc})"
+    else:
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            tables = set(sqlalchemy.inspect(engine).get_table_names())
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            return f"storage {url!r} cannot be reached: {str(exc).splitlines()[0]}"
+        finally:
+            engine.dispose()
+    foreign = sorted(tables - OPTUNA_TABLES)
+    if foreign:
+        return (
+            f"storage {url!r} holds tables that are not an Optuna study's ({', '.join(foreign[:8])}"
+            f"{', ...' if len(foreign) > 8 else ''}): a sweep writes its tables into the database it names; give it "
+            "a database of its own"
+        )
+    return None
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:

@@ -14,7 +14,7 @@ from daf.policies.registry import load_policy, require_trainable, resolve_class_
 from daf.reward_shaping import check_shaping
 from daf.simulation import env_interface
 from daf.sweeps._errors import SweepError
-from daf.sweeps._study import sweep_dir
+from daf.sweeps._study import foreign_storage_problem, storage_url, sweep_dir
 from daf.sweeps._trial import SWEEP_OWNED, trial_config
 from daf.training import validate_training_config
 
@@ -37,6 +37,9 @@ def validate_sweep(config: DAFSweepConfig) -> dict[str, SearchDimension]:
         sweep_dir(config).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SweepError(f"sweep {config.name!r}: output dir {sweep_dir(config)} cannot be created: {exc}") from None
+    problem = foreign_storage_problem(storage_url(config))
+    if problem:
+        raise SweepError(f"sweep {config.name!r}: {problem}")
     return space
 
 

@@ -24,6 +24,7 @@ WEIGHTS_FILE = "policy.pt"
 TRAINER_STATE_FILE = "trainer_state.pt"
 SPEC_FILE = "policy_spec.json"
 CONFIG_FILE = "config.json"
+INPUTS_FILE = "inputs.json"  # in the run directory: the content digests of what the run reads (its missions)
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 

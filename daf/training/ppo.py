@@ -35,6 +35,7 @@ from daf.reward_shaping import mission_reward, shaped
 from daf.simulation import EpisodeOutcome
 from daf.training.checkpoints import (
     CONFIG_FILE,
+    INPUTS_FILE,
     Checkpoint,
     latest_checkpoint,
     load_trainer_state,
@@ -54,6 +55,7 @@ from daf.training.validation import (
     check_resumable,
     make_policy,
     resolve_device,
+    training_inputs,
     validate_training_config,
 )
 from daf.vecenv import BlockStepping, make_vecenv
@@ -260,6 +262,7 @@ def _start_or_resume(
         generators.resume(state["torch_rng"], update)
         truncate_metrics(metrics_path, start_step)
     write_json(run_dir / CONFIG_FILE, config.model_dump(mode="json"))
+    write_json(run_dir / INPUTS_FILE, training_inputs(config))
     return _Run(
         config=config,
         run_id=run_id,

@@ -4,10 +4,12 @@ directory is resumed (`check_resumable`); plus the device and policy that both t
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import torch
 
 from daf.config import RESUMABLE_CHANGES, DAFTrainingConfig
+from daf.content import mission_digest
 from daf.errors import InputError
 from daf.missions import get_mission
 from daf.policies.contract import NetworkContractError, check_network_contract
@@ -16,7 +18,7 @@ from daf.policies.neural import NeuralPolicy, load_weights
 from daf.policies.registry import PolicyResolutionError, load_policy, require_trainable, resolve_class_path
 from daf.reward_shaping import check_shaping
 from daf.simulation import env_interface
-from daf.training.checkpoints import CONFIG_FILE, Checkpoint
+from daf.training.checkpoints import CONFIG_FILE, INPUTS_FILE, Checkpoint
 
 # Agents stepped per rollout step (num_envs x agents): 65,536 rows of 64-step rollouts of ~50 observation tokens
 # already take gigabytes; more is a typo, and would fail late with MemoryError.
@@ -96,3 +98,19 @@ def check_resumable(config: DAFTrainingConfig, checkpoint: Checkpoint) -> None:
             f"run {config.run_id!r} in {checkpoint.path.parent.parent} was trained with another config ({details}): "
             "give this training another run_id, or the same settings to continue it"
         )
+    # The config names missions; a mission file edited at the same path is another task under the same name.
+    recorded = checkpoint.path.parent.parent / INPUTS_FILE
+    if recorded.is_file():  # absent only in runs checkpointed before DAF recorded it
+        then = json.loads(recorded.read_text()).get("missions_sha256", {})
+        changed = [m for m, digest in training_inputs(config)["missions_sha256"].items() if then.get(m) != digest]
+        if changed:
+            raise TrainingError(
+                f"run {config.run_id!r} in {checkpoint.path.parent.parent} was trained on other content of "
+                f"mission(s) {', '.join(changed)} (edited since): give this training another run_id, or restore "
+                "the mission files to continue it"
+            )
+
+
+def training_inputs(config: DAFTrainingConfig) -> dict[str, Any]:
+    """The content digests of what a training reads besides its config (its missions, named or from files)."""
+    return {"missions_sha256": {m: mission_digest(m) for m in dict.fromkeys(config.missions)}}

@@ -49,7 +49,9 @@ def deployed(server: stack.PrefectServer) -> stack.PrefectServer:
 
 @pytest.fixture(scope="session")
 def worker(deployed: stack.PrefectServer, stack_dir: Path) -> Iterator[stack.Service]:
-    service = stack.start_worker("daf-local-worker", "daf-local", deployed.env, stack_dir)
+    # The Dask schedulers the tests start listen on 127.0.0.1; the worker names the ones it trusts (daf.worker_settings).
+    env = deployed.env | {"DAF_DASK_ADDRESSES": "tcp://127.0.0.1:*"}
+    service = stack.start_worker("daf-local-worker", "daf-local", env, stack_dir)
     yield service
     service.stop()
 

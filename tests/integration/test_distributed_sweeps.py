@@ -173,12 +173,15 @@ def study_db(postgres: stack.Postgres) -> str:
 
 
 @pytest.fixture
-def dask_cluster(server: stack.PrefectServer, stack_dir: Path) -> Iterator[tuple[str, dict[str, int]]]:
+def dask_cluster(
+    server: stack.PrefectServer, stack_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, dict[str, int]]]:
     """A Dask scheduler and 2 single-threaded workers (their task runs report to the session's Prefect server);
     yields (address, {worker address: pid of the worker process}) as they were at the start."""
     from distributed import Client
 
     address, services = stack.start_dask(stack_dir / unique("dask"), server.env, workers=2)
+    monkeypatch.setenv("DAF_DASK_ADDRESSES", address)  # this process runs the sweeps: it names its scheduler
     try:
         with Client(address, timeout=10) as client:
             pids = client.run(os.getpid)
