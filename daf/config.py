@@ -40,6 +40,9 @@ MAX_AGENT_STEPS = 10**13
 MAX_EPISODES = 100_000
 MAX_LIST = 256  # policies or missions in one pipeline: every pair is evaluated, every pair of policies tested
 MAX_TRIALS = 10_000
+# Environment-steps in one rollout (num_envs x num_steps), each bounded alone: the rollout buffers hold every agent's
+# observation at each of them (4096 x 4096 asked torch for 100 GB). 2^18 is 256x the default's 1,024.
+MAX_ROLLOUT_ENV_STEPS = 1 << 18
 
 
 def _directory_name(value: str) -> str:
@@ -64,6 +67,14 @@ class Role(enum.Enum):
     RESUMABLE = "resumable"  # besides the EXECUTION fields, what a resumed training run may change
     FINGERPRINT = "fingerprint"  # a sweep setting that defines what a trial's value means: a continued study keeps it
     SWEEP_CONTROL = "sweep_control"  # which study a sweep is, how far it runs, how it prunes: may change on continuing
+
+
+def _output_location(value: str) -> str:
+    # DAF writes only into folders of its own below output_dir (runs/, evaluations/, checkpoints/, ...), but the root
+    # of the file system is never what anyone meant: it is almost always an empty variable expanded into a path.
+    if Path(value).expanduser().absolute() == Path("/"):
+        raise ValueError("the file system's root is not an output directory; name a directory for DAF's outputs")
+    return value
 
 
 def fields_with(model: type[BaseModel], role: Role) -> frozenset[str]:
@@ -166,7 +177,7 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
 class DAFConfig(_StrictModel):
     """Resources and locations shared by every pipeline."""
 
-    output_dir: Annotated[str, Role.RESUMABLE] = "daf_output"
+    output_dir: Annotated[Annotated[str, AfterValidator(_output_location)], Role.RESUMABLE] = "daf_output"
     """Where runs, reports, bundles and (by default) checkpoints are written; relative to the working directory of the
     run.
     """
@@ -366,6 +377,11 @@ class DAFTrainingConfig(DAFConfig):
             raise ValueError(
                 f"with num_envs {self.num_envs}{weights}, no environment runs {sorted(unused)}: raise num_envs"
                 + (" or its weight" if weights else "")
+            )
+        if self.num_envs * self.num_steps > MAX_ROLLOUT_ENV_STEPS:
+            raise ValueError(
+                f"num_envs x num_steps ({self.num_envs} x {self.num_steps} = {self.num_envs * self.num_steps}) is over "
+                f"{MAX_ROLLOUT_ENV_STEPS} environment-steps per rollout: its buffers would not fit in memory"
             )
         if self.num_env_workers > self.num_envs:
             raise ValueError(

@@ -15,9 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from daf.cli.application import stderr_console, stdout_console
 from daf.cli.configs import parse_policy
 from daf.cli.exits import errors_as_exit_codes
-from daf.cli.input_checks import check_missions, check_policies
+from daf.cli.input_checks import check_missions, check_policies, writable_folder
 from daf.cli.options import DEFAULT_MISSION, DEFAULT_OUTPUT_DIR, MissionsOpt
 from daf.cli.rendering import show_outputs, show_policy_evaluation
+from daf.config import MAX_EPISODES, MAX_SEED
 from daf.files import atomic_write_text
 
 if TYPE_CHECKING:
@@ -30,8 +31,10 @@ def evaluate(
     policy: Annotated[str, typer.Argument(help="class_path, class_path:data_path or name=class_path:data_path.")],
     data_path: Annotated[str | None, typer.Option("--data-path", help="Weights (instead of :data_path).")] = None,
     mission: MissionsOpt = None,
-    episodes: Annotated[int, typer.Option("--episodes", "-n", min=1, help="Episodes per mission.")] = 10,
-    seed: Annotated[int, typer.Option("--seed")] = 42,
+    episodes: Annotated[
+        int, typer.Option("--episodes", "-n", min=1, max=MAX_EPISODES, help="Episodes per mission.")
+    ] = 10,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED)] = 42,
     device: Annotated[str, typer.Option("--device")] = "cpu",
     output_dir: Annotated[str, typer.Option("--output-dir", help="Where the results JSON goes.")] = DEFAULT_OUTPUT_DIR,
 ) -> None:
@@ -52,8 +55,9 @@ def evaluate(
         missions = mission or [DEFAULT_MISSION]
         check_missions(missions)
         check_policies([entry])
+        folder = writable_folder(Path(output_dir) / "evaluations")  # before the episodes, not after them
         results = _evaluate_with_progress(entry, missions, episodes, seed, device)
-        path = _save_evaluations(results, output_dir)
+        path = _save_evaluations(results, folder)
         out = stdout_console()
         show_policy_evaluation(results, seed, out)
         show_outputs({"result_path": str(path)}, out)
@@ -83,8 +87,8 @@ def _evaluate_with_progress(
     return results
 
 
-def _save_evaluations(results: list[EvaluationResult], output_dir: str) -> Path:
+def _save_evaluations(results: list[EvaluationResult], folder: Path) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in results[0].policy_name)
-    path = Path(output_dir) / "evaluations" / f"{safe}-{stamp}.json"
+    path = folder / f"{safe}-{stamp}.json"
     return atomic_write_text(path, json.dumps([r.to_dict() for r in results], indent=2, default=str))

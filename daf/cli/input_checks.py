@@ -3,6 +3,8 @@ mission or policy, a policy that cannot be trained, repeated policy names are ba
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from daf.cli.exits import BadInput
@@ -39,3 +41,17 @@ def check_trained_policy(cfg: DAFTrainingConfig | DAFSweepConfig) -> None:
 
     check_policies([PolicyEntry(class_path=cfg.policy_class_path, data_path=cfg.policy_data_path)])
     require_trainable(cfg.policy_class_path)
+
+
+def writable_folder(folder: Path) -> Path:
+    """`folder`, created, when this process can write into it; BadInput naming it otherwise (checked before the
+    work whose results go there, not after)."""
+    if Path(folder).expanduser().absolute() == Path("/"):
+        raise BadInput("the file system's root is not an output directory; name a directory for DAF's outputs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"output directory {folder} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInput(f"output directory {folder} is not writable")
+    return folder

@@ -13,6 +13,7 @@ from daf.cli.exits import EXIT_FAILED, BadInput, errors_as_exit_codes, exit_with
 from daf.cli.input_checks import check_missions
 from daf.cli.options import DEFAULT_MISSION, DEFAULT_OUTPUT_DIR, MissionsOpt
 from daf.cli.rendering import show_bundle_checks, show_outputs
+from daf.config import MAX_EPISODES
 
 if TYPE_CHECKING:
     from daf.packaging import ValidationReport
@@ -56,7 +57,7 @@ def validate_package_command(
     reward_threshold: Annotated[
         float | None, typer.Option("--reward-threshold", help="Also require this mean reward per mission.")
     ] = None,
-    eval_episodes: Annotated[int, typer.Option("--eval-episodes", min=1)] = 5,
+    eval_episodes: Annotated[int, typer.Option("--eval-episodes", min=1, max=MAX_EPISODES)] = 5,
 ) -> None:
     """Validate a bundle the way a tournament would load it. Exit 0 valid, 1 invalid, 2 bad input."""
     with errors_as_exit_codes():

@@ -89,7 +89,15 @@ def check_resumable(config: DAFTrainingConfig, checkpoint: Checkpoint) -> None:
     """A run resumes only under the config it was trained with, give or take settings that do not change what it
     learns (RESUMABLE_CHANGES): continuing it under other hyperparameters, missions or seed would mix two
     trainings under one name, and a finished run would silently hand back its old checkpoint as the new result."""
-    saved = json.loads((checkpoint.path / CONFIG_FILE).read_text())
+    try:
+        saved = json.loads((checkpoint.path / CONFIG_FILE).read_text())
+        if not isinstance(saved, dict):
+            raise ValueError(f"holds a {type(saved).__name__}, not a config")
+    except (OSError, ValueError) as exc:  # a step_<N> folder DAF did not write, or one damaged since
+        raise TrainingError(
+            f"{checkpoint.path} is not a checkpoint DAF can resume ({CONFIG_FILE}: {exc}): move it out of the run "
+            "directory, or give this training another run_id"
+        ) from None
     now = config.model_dump(mode="json")
     differs = sorted(k for k in now.keys() - RESUMABLE_CHANGES if saved.get(k) != now[k])
     if differs:

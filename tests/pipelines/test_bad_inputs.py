@@ -138,6 +138,13 @@ def _mission(tmp: Path, overrides: str) -> str:
     return str(path)
 
 
+def _unwritable_file(tmp: Path) -> Path:
+    """A plain file: nothing can be created below it."""
+    path = tmp / "a-file"
+    path.write_text("x")
+    return path
+
+
 def _unwritable(tmp: Path) -> str:
     blocker = tmp / "a-file"
     blocker.write_text("not a directory")
@@ -145,7 +152,31 @@ def _unwritable(tmp: Path) -> str:
 
 
 # (case id, action returning a PipelineResult or raising, expected message fragment)
+def _foreign_step_dir(tmp: Path) -> Path:
+    """A run directory holding a `step_<N>` folder DAF did not write."""
+    step = tmp / "ckpt" / "r" / "checkpoints" / "step_0000009999"
+    step.mkdir(parents=True)
+    for name in ("policy.pt", "trainer_state.pt", "policy_spec.json", "config.json"):
+        (step / name).write_text("{not json")
+    return tmp
+
+
 CASES: list[tuple[str, Callable[[Path], object], str]] = [
+    (
+        "foreign step_<N> folder in a run",
+        lambda t: _train(_foreign_step_dir(t), run_id="r"),
+        "is not a checkpoint DAF can resume (config.json: Expecting property name",
+    ),
+    (
+        "rollout of 4096 x 4096 environment-steps",
+        lambda t: _train(t, num_envs=4096, num_steps=4096),
+        "(4096 x 4096 = 16777216) is over 262144 environment-steps per rollout",
+    ),
+    (
+        "output_dir is the file system's root",
+        lambda t: _train(t, output_dir="/"),
+        "the file system's root is not an output directory",
+    ),
     (
         "unknown mission suggests names",
         lambda t: _compare(t, ["baseline"], ["training_facilty_1"]),
@@ -454,6 +485,14 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
      2, "nested deeper than 64 levels"),
     ("corrupt weights to package", lambda t: ["package", "lstm", "--data-path", _corrupted(t), "--output-dir",
                                               str(t / "p")], 2, "refused by torch.load(weights_only=True)"),
+    # The pipelines' bounds hold for `daf evaluate` too; its output folder is checked before any episode runs.
+    ("a trillion episodes", lambda t: ["evaluate", "random", "-n", "1000000000000"], 2,
+     "Input should be less than or equal to"),
+    ("negative seed", lambda t: ["evaluate", "random", "--seed", "-5"], 2, "Input should be greater than or equal to 0"),
+    ("evaluate into an unwritable place", lambda t: ["evaluate", "random", "-n", "100000", "--output-dir",
+                                                     str(_unwritable_file(t) / "sub")], 2, "cannot be created"),
+    ("rollout too large", lambda t: ["train", "--policy", "mlp", "--set", "num_envs=4096", "--set", "num_steps=4096"],
+     2, "environment-steps per rollout"),
 ]  # fmt: skip
 
 
