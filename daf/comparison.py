@@ -100,9 +100,20 @@ def evaluation_results(evaluations: list[dict]) -> list[dict]:
                 "mean_reward": sum(rewards) / len(rewards),
                 "rewards": rewards,
                 "agent_steps_per_second": ev["agent_steps"] / ev["wall_time_s"] if ev["wall_time_s"] else None,
+                "invalid_actions": ev.get("invalid_actions", 0),
             }
         )
     return out
+
+
+def invalid_actions(evaluations: list[dict]) -> dict[str, dict[str, int]]:
+    """{policy: {mission: actions that were no action of the mission}}, for the policies that chose any: mettagrid
+    steps on without them, so such a policy's rewards do not measure a working policy (the report says so)."""
+    found: dict[str, dict[str, int]] = {}
+    for ev in evaluations:
+        if ev.get("invalid_actions"):
+            found.setdefault(ev["policy_name"], {})[ev["mission"]] = ev["invalid_actions"]
+    return found
 
 
 def best_policy(evaluations: list[dict], candidates: list[str], statistics: dict | None) -> str:
@@ -126,6 +137,7 @@ __all__ = [
     "compare_evaluations",
     "display_names",
     "evaluation_results",
+    "invalid_actions",
     "report_metadata",
     "summary_statistics",
     "to_spec",

@@ -40,6 +40,9 @@ class EvaluationResult:
     episodes: list[EpisodeOutcome]
     wall_time_s: float
     agent_steps: int
+    # Actions the policy chose that are no action id of the mission (mettagrid steps on without a word): a policy
+    # emitting them is broken, whatever its reward says.
+    invalid_actions: int = 0
 
     @property
     def rewards(self) -> list[float]:
@@ -66,12 +69,14 @@ def has_batch_path(policy: MultiAgentPolicy) -> bool:
 
 @dataclass
 class ActionTally:
-    """What a policy chose over the episodes it was watched in: how many actions, how many of them noops, and its
-    slowest decision (one `step_batch` call, or one agent's `step`). Evidence that a policy acts at all."""
+    """What a policy chose over the episodes it was watched in: how many actions, how many of them noops or not an
+    action of the mission at all (an id out of range, a name it does not have), and its slowest decision (one
+    `step_batch` call, or one agent's `step`). Evidence that a policy acts at all, and acts validly."""
 
     action_names: list[str]
     actions: int = 0
     noops: int = 0
+    invalid: int = 0
     slowest_step_s: float = 0.0
     _noop_index: int = field(init=False, repr=False)
 
@@ -83,12 +88,14 @@ class ActionTally:
         self.slowest_step_s = max(self.slowest_step_s, seconds)
         self.actions += len(actions)
         self.noops += int(np.sum(actions == self._noop_index))
+        self.invalid += int(np.sum((actions < 0) | (actions >= len(self.action_names))))
 
     def agent_step(self, seconds: float, action: Action) -> None:
         """One agent's `step` that chose `action`."""
         self.slowest_step_s = max(self.slowest_step_s, seconds)
         self.actions += 1
         self.noops += action.name == "noop"
+        self.invalid += action.name not in self.action_names
 
 
 def evaluate(
@@ -134,8 +141,11 @@ def evaluate_policy(
     class, and has no data path."""
     config = get_mission(mission)
     seeds = [episode_seed(seed, mission, i) for i in range(episodes)]
+    tally = ActionTally(env_interface([config]).all_action_names)
     start = time.perf_counter()
-    outcomes = run_episodes(policy, config, seeds, concurrent_episodes=concurrent_episodes, progress=progress)
+    outcomes = run_episodes(
+        policy, config, seeds, concurrent_episodes=concurrent_episodes, progress=progress, tally=tally
+    )
     wall = time.perf_counter() - start
     cls = type(policy)
     return EvaluationResult(
@@ -147,6 +157,7 @@ def evaluate_policy(
         episodes=outcomes,
         wall_time_s=wall,
         agent_steps=sum(o.steps * len(o.agent_rewards) for o in outcomes),
+        invalid_actions=tally.invalid,
     )
 
 

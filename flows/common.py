@@ -39,6 +39,7 @@ from daf.results import FAILED, PARTIAL, STAGE_FAILED, STOPPED, SUCCESS, Pipelin
 from daf.tasks.artifacts import publish_pipeline_result, publish_report_link
 from daf.tasks.common import log_event, log_failure_once, quiet_run_logs
 from daf.tasks.storage import fetch_weights_task, store_files_task
+from daf.text import printable
 
 T = TypeVar("T")
 C = TypeVar("C", bound=DAFConfig)
@@ -115,7 +116,7 @@ class Pipeline:
 
     def _record(self, name: str, message: str, kind: str = STAGE_FAILED) -> None:
         self.result.stages_failed.append(name)
-        self.result.errors.append(f"{name}: {message}")
+        self.result.errors.append(printable(f"{name}: {message}"))  # shown in terminals, logs and the UI
         if self.result.error_kind is None or kind == STOPPED:  # a stop outranks the failures it caused
             self.result.error_kind = kind
 

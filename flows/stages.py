@@ -9,7 +9,7 @@ from prefect import get_run_logger
 from prefect.states import State
 from prefect.utilities.annotations import quote
 
-from daf.comparison import display_names, report_metadata, summary_statistics
+from daf.comparison import display_names, invalid_actions, report_metadata, summary_statistics
 from daf.config import DAFConfig, PolicyEntry
 from daf.events import EvaluationFinished
 from daf.flows.common import Pipeline, flow_run_reference, run_on_configured_runner
@@ -98,6 +98,7 @@ def compare_and_report(
     outputs["summary_statistics"] = summary_statistics(statistics)
     metadata: dict[str, Any] = report_metadata(entries, names, missions, episodes, config.seed)
     metadata["flow_run"] = flow_run_reference()
+    metadata["invalid_actions"] = invalid_actions(evaluations)
     report = pipeline.stage(
         REPORT_STAGE,
         report_task,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prefect import get_run_logger
+
 from daf.comparison import to_spec
 from daf.config import PolicyEntry
 from daf.evaluation import evaluate
@@ -20,4 +22,10 @@ def _cache_payload(parameters: dict) -> dict:
 @content_cached_task("evaluation", "evaluation {name} on {mission}", _cache_payload)
 def evaluate_task(entry: PolicyEntry, name: str, mission: str, episodes: int, seed: int, device: str = "cpu") -> dict:
     maybe_fail("evaluation")
-    return evaluate(to_spec(entry), mission, episodes, seed, policy_name=name, device=device).to_dict()
+    result = evaluate(to_spec(entry), mission, episodes, seed, policy_name=name, device=device)
+    if result.invalid_actions:
+        get_run_logger().warning(
+            f"{name} chose {result.invalid_actions} of {result.agent_steps} actions on {mission} that are no action "
+            "of the mission: its rewards do not measure a working policy"
+        )
+    return result.to_dict()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.segment import Segment
+
+from daf.text import printable
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success, 1 pipeline failed, 2 bad input/config, 3 partial (an optional stage failed), "
@@ -46,12 +50,26 @@ def main(
     OPTIONS.verbose = verbose
 
 
+class PrintableConsole(Console):
+    """A Rich console that shows control characters in the text it prints instead of sending them to the terminal
+    (daf.text): policy names, missions, paths, bundle entries and messages reach tables, progress bars and lines
+    from many places, and this is the one place they all pass. Rich's own styles and cursor moves are not text."""
+
+    # Rich has no public hook between its renderables and the terminal; its buffer of (text, style, control)
+    # segments is where text is still apart from the escape sequences Rich adds (tests/pipelines/test_honest_output.py
+    # fails if that changes).
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            segment if segment.control else Segment(printable(segment.text), segment.style) for segment in buffer
+        )
+
+
 def stdout_console() -> Console:
     """Results: tables and output paths."""
     # Created per call so CliRunner's captured streams are used; wide when not a terminal so paths stay whole.
-    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+    return PrintableConsole(width=None if sys.stdout.isatty() else 160, highlight=False)
 
 
 def stderr_console() -> Console:
     """Progress and notes beside the results."""
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 160, highlight=False)
+    return PrintableConsole(stderr=True, width=None if sys.stderr.isatty() else 160, highlight=False)

@@ -16,6 +16,7 @@ import typer
 from daf.cli.application import OPTIONS
 from daf.errors import InputError
 from daf.results import INVALID_INPUT, PARTIAL, SUCCESS, PipelineResult
+from daf.text import printable
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -28,7 +29,7 @@ def exit_with(code: int, message: str | None = None) -> NoReturn:
     """Exit with `code`, after `error: <message>` on stderr when there is a message."""
     if message:
         # One line: multi-line messages (several config errors, YAML context) are joined.
-        one_line = "; ".join(part.strip() for part in message.splitlines() if part.strip())
+        one_line = printable("; ".join(part.strip() for part in message.splitlines() if part.strip()))
         typer.echo(f"error: {one_line}", err=True)
     raise typer.Exit(code)
 

@@ -193,3 +193,9 @@ def show_policy_evaluation(results: list[EvaluationResult], seed: int, console: 
             f"{r.agent_steps_per_second:.0f}",
         )
     console.print(table)
+    for r in results:
+        if r.invalid_actions:
+            console.print(
+                f"[bold red]warning:[/] {escape(r.policy_name)} chose {r.invalid_actions} of {r.agent_steps} actions "
+                f"on {escape(r.mission)} that are no action of the mission: its rewards do not measure a working policy"
+            )

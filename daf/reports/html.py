@@ -13,9 +13,11 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from daf.files import atomic_write_text
 from daf.reports.plots import all_plots, learning_curve_png
 from daf.stats import ComparisonStatistics
+from daf.text import printable
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 KNOWN_METADATA = (
+    "invalid_actions",
     "policies",
     "missions",
     "episodes_per_mission",
@@ -152,6 +154,7 @@ def render_html(
         meta_policies=metadata.get("policies") if isinstance(metadata.get("policies"), list) else [],
         meta_versions=metadata.get("versions") if isinstance(metadata.get("versions"), dict) else {},
         meta_other={k: v for k, v in metadata.items() if k not in KNOWN_METADATA},
+        invalid_actions=metadata.get("invalid_actions") if isinstance(metadata.get("invalid_actions"), dict) else {},
         daf_source=metadata.get("daf_source") if isinstance(metadata.get("daf_source"), dict) else {},
         flow_run=flow_run_link(metadata.get("flow_run")),
         agg_rank={e.policy: e for e in stats.leaderboard},
@@ -184,14 +187,25 @@ _MD_ESCAPES = {
 
 
 def md_escape(text: Any) -> str:
-    """Neutralise HTML and the Markdown characters that could break a table or make links."""
-    return "".join(_MD_ESCAPES.get(ch, ch) for ch in str(text))
+    """Neutralise HTML and the Markdown characters that could break a table or make links, and show control
+    characters rather than pass them to whoever prints the summary (daf.text)."""
+    return "".join(_MD_ESCAPES.get(ch, ch) for ch in printable(str(text)))
 
 
-def render_markdown_summary(statistics: ComparisonStatistics | dict) -> str:
+def render_markdown_summary(
+    statistics: ComparisonStatistics | dict, invalid_actions: dict[str, dict[str, int]] | None = None
+) -> str:
+    """`invalid_actions`: daf.comparison.invalid_actions of the evaluations, each a warning above the leaderboard."""
     stats = _as_stats(statistics)
+    warnings = [
+        f"**Warning:** {md_escape(policy)} chose actions that are no action of the mission ("
+        + ", ".join(f"{n} on {md_escape(m)}" for m, n in per_mission.items())
+        + "): mettagrid steps on without them, so its rewards do not measure a working policy."
+        for policy, per_mission in (invalid_actions or {}).items()
+    ]
     method = {"holm": "Holm–Bonferroni", "bh": "Benjamini–Hochberg"}.get(stats.correction, stats.correction)
     lines = [
+        *(line for w in warnings for line in (w, "")),
         "## Leaderboard",
         "",
         f"Aggregate = mean of per-mission means; {stats.confidence_level:.0%} stratified bootstrap CI. "
@@ -247,5 +261,6 @@ def write_report(
 
     atomic_write_text(paths.html, render_html(stats, metadata, title, training_metrics))
     atomic_write_text(paths.json, json_text + "\n")
-    atomic_write_text(paths.markdown, f"# {md_escape(title)}\n\n" + render_markdown_summary(stats))
+    summary = render_markdown_summary(stats, (metadata or {}).get("invalid_actions"))
+    atomic_write_text(paths.markdown, f"# {md_escape(title)}\n\n" + summary)
     return paths
