@@ -232,3 +232,20 @@ def test_the_report_names_its_flow_run_and_the_daf_source(tmp_path, stats, metad
     assert f"source sha256 {source['source_digest']}" in text
     # The pairwise interval says what it is an interval of.
     assert f"{stats.confidence_level:.0%} CI of P(A > B)" in text
+
+
+def test_the_invalid_actions_warning_renders_in_chromium(tmp_path, stats, metadata):
+    import html as html_lib
+    import re
+
+    flagged = {**metadata, "invalid_actions": {EVIL: {"mission_alpha": 120, "mission_beta": 7}}}
+    paths = write_report(stats, flagged, tmp_path / "r")
+    dom = _chromium("--dump-dom", paths.html.resolve().as_uri())
+    (warning,) = re.findall(r'<p class="warning">(.*?)</p>', dom, re.S)
+    assert html_lib.unescape(" ".join(warning.split())) == (
+        f"{EVIL} chose actions that are no action of the mission (120 on mission_alpha, 7 on mission_beta): "
+        "mettagrid steps on without them, so its rewards do not measure a working policy."
+    )
+    assert "<script>alert" not in dom
+    assert "**Warning:** &lt;script&gt;alert(1)&lt;/script&gt; chose" in paths.markdown.read_text()
+    assert "invalid_actions" not in re.sub(r"<p class=\"warning\">.*?</p>", "", dom, flags=re.S)  # not in meta rows
