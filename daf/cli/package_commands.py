@@ -3,6 +3,7 @@ tournament would load it). Exit 0 valid, 1 invalid, 2 bad input."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -63,6 +64,8 @@ def validate_package_command(
     with errors_as_exit_codes():
         if not path.is_file():
             raise BadInput(f"{path}: bundle not found")
+        if reward_threshold is not None and not math.isfinite(reward_threshold):
+            raise BadInput(f"--reward-threshold {reward_threshold}: a threshold is a finite mean reward")
         if mission:
             check_missions(mission)
         from daf.packaging import validate_package

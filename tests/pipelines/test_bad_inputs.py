@@ -488,9 +488,12 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
     # The pipelines' bounds hold for `daf evaluate` too; its output folder is checked before any episode runs.
     ("a trillion episodes", lambda t: ["evaluate", "random", "-n", "1000000000000"], 2,
      "Input should be less than or equal to"),
-    ("negative seed", lambda t: ["evaluate", "random", "--seed", "-5"], 2, "Input should be greater than or equal to 0"),
+    ("negative seed", lambda t: ["evaluate", "random", "--seed", "-5"], 2,
+     "Input should be greater than or equal to 0"),
     ("evaluate into an unwritable place", lambda t: ["evaluate", "random", "-n", "100000", "--output-dir",
                                                      str(_unwritable_file(t) / "sub")], 2, "cannot be created"),
+    ("non-finite reward threshold", lambda t: ["validate-package", str(_bundle(t)), "--reward-threshold", "nan"], 2,
+     "--reward-threshold nan: a threshold is a finite mean reward"),
     ("rollout too large", lambda t: ["train", "--policy", "mlp", "--set", "num_envs=4096", "--set", "num_steps=4096"],
      2, "environment-steps per rollout"),
 ]  # fmt: skip
