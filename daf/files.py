@@ -1,4 +1,4 @@
-"""Files that crashes and readers never see half-written, and torch files read without running their code.
+"""Files that crashes and readers never see half-written, and the size of a zip's directory before it is parsed.
 
 Every file DAF writes for someone else to read (results, reports, bundles, weights, plots) goes through
 `atomic_path`: written under a temporary name in the same directory, flushed to disk, then renamed over the
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 
 @contextmanager
@@ -46,17 +47,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-class UnsafeTorchFile(ValueError):
-    """torch.load(weights_only=True) refused the file: corrupt, truncated, or a pickle that would run code."""
-
-
-def read_torch_file(path: str | os.PathLike[str]) -> Any:
-    """torch.load without executing code (weights_only=True), on the CPU. Raises UnsafeTorchFile with the first
-    line of torch's reason (torch raises many exception types for bad files, some with pages of text)."""
-    import torch  # here, not at import: reading a result or writing a report must not load torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        text = str(exc).strip()
-        raise UnsafeTorchFile(text.splitlines()[0][:300] if text else type(exc).__name__) from None
+def zip_directory_size(fh: BinaryIO) -> tuple[int, int] | None:
+    """(entries, central directory bytes) as a zip's end record declares them (zip64 included), or None when it has
+    none: what parsing the directory would cost, known before zipfile builds an object per entry. zipfile parses
+    the directory by its byte size, not its entry count, so a caller bounds both."""
+    end = zipfile._EndRecData(fh)  # zipfile's own reader of the end record; private but unchanged since Python 2
+    if end is None:
+        return None
+    return end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]

@@ -13,10 +13,16 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
+from daf.files import zip_directory_size
+
 DEFAULT_MAX_FILE_BYTES = 1 << 30  # 1 GiB per file
 DEFAULT_MAX_TOTAL_BYTES = 2 << 30  # 2 GiB uncompressed in all
 DEFAULT_MAX_ENTRIES = 10_000
 COMPILED_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd", ".dylib", ".dll")
+# zipfile builds an object (~500 bytes) for every record of the central directory, which it parses by byte size:
+# the directory is bounded before it is parsed. A record is 46 bytes plus its name and extras; 1 KiB on average per
+# allowed entry is far above any real bundle's, and bounds parsing to ~(1 KiB / 46) x max_entries objects.
+DIRECTORY_BYTES_PER_ENTRY = 1024
 
 
 class Limits(NamedTuple):
@@ -31,6 +37,18 @@ def extract_safely(path: Path, root: Path, limits: Limits) -> list[str]:
     if not path.is_file():
         return [f"{path} is not a file"]
     try:
+        with open(path, "rb") as fh:
+            directory = zip_directory_size(fh)
+        if directory is None:
+            return [f"{path} is not a valid zip: no end of central directory"]
+        entries, directory_bytes = directory
+        if entries > limits.max_entries:
+            return [f"{entries} entries, more than the limit of {limits.max_entries}"]
+        if directory_bytes > DIRECTORY_BYTES_PER_ENTRY * limits.max_entries:
+            return [
+                f"a {directory_bytes}-byte central directory, more than {DIRECTORY_BYTES_PER_ENTRY} bytes for each "
+                f"of the {limits.max_entries} entries allowed"
+            ]
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
             errors = _entry_errors(infos, limits)
@@ -72,9 +90,9 @@ def _unsafe_entry(info: zipfile.ZipInfo) -> str | None:
 
 
 def _entry_errors(infos: list[zipfile.ZipInfo], limits: Limits) -> list[str]:
+    if len(infos) > limits.max_entries:  # the end record may understate what the directory holds
+        return [f"{len(infos)} entries, more than the limit of {limits.max_entries}"]
     errors: list[str] = []
-    if len(infos) > limits.max_entries:
-        errors.append(f"{len(infos)} entries, more than the limit of {limits.max_entries}")
     seen: set[str] = set()
     total = 0
     for info in infos:

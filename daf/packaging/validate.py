@@ -26,6 +26,10 @@ from daf.packaging.extract import (
 )
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
+# A hostile bundle can hold thousands of problems (200,000 bad entries once took 249 s and 38 MB of terminal output to
+# show): a check reports its first few, then how many more, and no line of a report is longer than a screenful.
+MAX_ERRORS_PER_CHECK = 20
+MAX_LINE_CHARS = 500
 
 
 class PackageValidationError(ValueError):
@@ -49,16 +53,20 @@ class ValidationReport:
         return not self.errors and any(c.status == PASS for c in self.checks)
 
     def add(self, name: str, errors: list[str], message: str = "") -> bool:
-        """Record one check: failed when `errors` is non-empty. Returns whether it passed."""
+        """Record one check: failed when `errors` is non-empty. Returns whether it passed. At most
+        MAX_ERRORS_PER_CHECK errors are kept, then "... and N more"; every text is cut to MAX_LINE_CHARS."""
         if errors:
-            self.checks.append(Check(name, FAIL, "; ".join(errors)))
-            self.errors.extend(f"{name}: {e}" for e in errors)
+            shown = [_clip(e) for e in errors[:MAX_ERRORS_PER_CHECK]]
+            if len(errors) > MAX_ERRORS_PER_CHECK:
+                shown.append(f"... and {len(errors) - MAX_ERRORS_PER_CHECK} more")
+            self.checks.append(Check(name, FAIL, "; ".join(shown)))
+            self.errors.extend(f"{name}: {e}" for e in shown)
             return False
-        self.checks.append(Check(name, PASS, message))
+        self.checks.append(Check(name, PASS, _clip(message)))
         return True
 
     def skip(self, name: str, reason: str) -> None:
-        self.checks.append(Check(name, SKIP, reason))
+        self.checks.append(Check(name, SKIP, _clip(reason)))
 
     def to_dict(self) -> dict:
         return {
@@ -69,8 +77,16 @@ class ValidationReport:
         }
 
 
+def _clip(text: str) -> str:
+    text = str(text)
+    if len(text) <= MAX_LINE_CHARS:
+        return text
+    return f"{text[:MAX_LINE_CHARS]}... ({len(text) - MAX_LINE_CHARS} more characters)"
+
+
 def ensure_valid(report: ValidationReport) -> ValidationReport:
-    """Raise PackageValidationError listing every error of a failed report; return it otherwise."""
+    """Raise PackageValidationError listing the errors of a failed report (at most MAX_ERRORS_PER_CHECK a check, as
+    the report keeps them); return it otherwise."""
     if not report.ok:
         details = "\n".join(f"  - {e}" for e in report.errors) or "  - no check passed"
         raise PackageValidationError(f"policy bundle {report.path} is not valid:\n{details}")
@@ -123,7 +139,7 @@ def _validate_into(
     extract_errors = extract_safely(path, root, limits)
     if not report.add("archive", extract_errors, f"{len(bundle_files(root))} files extracted safely"):
         return
-    manifest, manifest_errors = check_manifest(root)
+    manifest, manifest_errors = check_manifest(root, limits.max_entries)
     report.add("checksums", manifest_errors, "every file matches manifest.json")
     spec_json, spec_errors = check_policy_spec(root)
     report.add("policy_spec", spec_errors, spec_json.get("class_path", "") if spec_json else "")

@@ -35,7 +35,7 @@ from mettagrid.policy.policy_env_interface import PolicyEnvInterface
 from torch import nn
 
 from daf.errors import InputError
-from daf.files import UnsafeTorchFile, atomic_path, read_torch_file
+from daf.files import atomic_path
 from daf.policies.base import DAFPolicy
 from daf.policies.network_adapters import adapt_network
 from daf.policies.tokens import (
@@ -49,6 +49,7 @@ from daf.policies.tokens import (
     trim_padding,
     vocabulary_index,
 )
+from daf.torch_files import UnsafeTorchFile, first_non_finite, read_torch_file
 
 
 class TokenEncoder(nn.Module):
@@ -377,6 +378,13 @@ class NeuralPolicy(DAFPolicy):
             self.hidden_size = hidden
             self.net = self._build_network(hidden)
             self._state = None
+        # NaN or infinite weights would load and act (NaN logits pick action 0 every step), scoring 0 with no error.
+        bad = first_non_finite(payload["state_dict"])
+        if bad:
+            raise CheckpointError(
+                f"{policy_data_path}: weights tensor {bad!r} holds NaN or infinite values (training diverged, or the "
+                "file was damaged): use an earlier checkpoint"
+            )
         try:
             self.net.load_state_dict(payload["state_dict"])
         except RuntimeError as exc:
@@ -408,7 +416,8 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = read_torch_file(path)
+        # mmap: every caller copies the tensors into a network or drops them, so they need not be read into memory.
+        payload = read_torch_file(path, mmap=True)
     except UnsafeTorchFile as exc:
         raise CheckpointError(
             f"checkpoint {path} cannot be loaded safely (corrupted, truncated or unsafe): {exc}"

@@ -122,13 +122,17 @@ def load_policy(spec: PolicySpec, env: PolicyEnvInterface, device: str = "cpu", 
 
 
 def refuse_unsafe_torch_file(path: str) -> None:
-    """PolicyResolutionError when `path` is a torch file (or any pickle) that torch.load(weights_only=True) refuses."""
-    from daf.packaging.checks import looks_like_torch, unsafe_weights
+    """PolicyResolutionError when `path` is a torch file (or any pickle) that torch.load(weights_only=True), or DAF's
+    bounds on torch files, refuse."""
+    from daf.torch_files import UnsafeTorchFile, looks_like_torch, read_torch_file
 
-    if looks_like_torch(Path(path)):
-        problem = unsafe_weights(Path(path))
-        if problem:
-            raise PolicyResolutionError(f"data_path {path} {problem}")
+    if looks_like_torch(path):
+        try:
+            read_torch_file(path, mmap=True)  # only checked here: the class reads the file its own way
+        except UnsafeTorchFile as exc:
+            raise PolicyResolutionError(
+                f"data_path {path} refused by torch.load(weights_only=True) or DAF's bounds on torch files: {exc}"
+            ) from None
 
 
 def accepts_keyword(cls: type, name: str) -> bool:

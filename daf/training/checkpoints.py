@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from daf.files import UnsafeTorchFile, atomic_write_text, read_torch_file
+from daf.files import atomic_write_text
 from daf.policies.neural import CheckpointError, NeuralPolicy
+from daf.torch_files import UnsafeTorchFile, read_torch_file
 
 WEIGHTS_FILE = "policy.pt"
 TRAINER_STATE_FILE = "trainer_state.pt"

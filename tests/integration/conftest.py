@@ -49,7 +49,7 @@ def deployed(server: stack.PrefectServer) -> stack.PrefectServer:
 
 @pytest.fixture(scope="session")
 def worker(deployed: stack.PrefectServer, stack_dir: Path) -> Iterator[stack.Service]:
-    # The Dask schedulers the tests start listen on 127.0.0.1; the worker names the ones it trusts (daf.worker_settings).
+    # The tests' Dask schedulers listen on 127.0.0.1; the worker names the ones it trusts (daf.worker_settings).
     env = deployed.env | {"DAF_DASK_ADDRESSES": "tcp://127.0.0.1:*"}
     service = stack.start_worker("daf-local-worker", "daf-local", env, stack_dir)
     yield service

@@ -47,9 +47,11 @@ def _cli(args: list[str]):
 
 def test_invalid_actions_are_called_out_in_results_reports_and_the_cli(tmp_path, invalid_policy):
     result = daf_run_comparison_pipeline(
-        policies=[{"class_path": invalid_policy, "name": "broken"}, "random"], missions=["training_facility_1"], episodes_per_mission=2,
+        policies=[{"class_path": invalid_policy, "name": "broken"}, "random"],
+        missions=["training_facility_1"],
+        episodes_per_mission=2,
         output_dir=str(tmp_path / "out"),
-    )  # fmt: skip
+    )
     assert result.is_success(), result.errors
     by_policy = {r["policy"]: r for r in result.outputs["evaluation_results"]}
     invalid = by_policy["broken"]["invalid_actions"]
