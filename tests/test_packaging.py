@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -483,6 +484,19 @@ def test_bundle_code_that_exits_is_reported_not_fatal(tmp_path: Path, extra: str
     assert not report.ok and expected in _errors(report)
 
 
+@pytest.mark.parametrize("value", ["np.iinfo(actions.dtype).max", "-7", "np.iinfo(actions.dtype).min"])
+def test_a_policy_that_chooses_no_valid_action_fails_the_episode_check(tmp_path: Path, value: str) -> None:
+    """INT_MAX, a negative id, a NaN cast to int: mettagrid steps on without them, so they are not actions."""
+    module = (
+        "import numpy as np\nfrom daf.policies.scripted import RandomPolicy\n\n\nclass Policy(RandomPolicy):\n"
+        f"    def step_batch(self, observations, actions):\n        actions[:] = {value}\n"
+    )
+    spec = {"class_path": "evil.Policy", "data_path": None, "setup_script": None, "init_kwargs": {}}
+    report = validate_package(_hostile_bundle(tmp_path, spec, {"evil/__init__.py": module}))
+    assert not report.ok
+    assert re.search(r"episode:\S+: 40 of 40 actions in 10 steps were no action of the mission", _errors(report))
+
+
 def test_bundle_code_that_hangs_is_killed_at_the_time_limit(tmp_path: Path) -> None:
     from daf.packaging.sandbox import run_code_checks
 
@@ -491,8 +505,9 @@ def test_bundle_code_that_hangs_is_killed_at_the_time_limit(tmp_path: Path) -> N
     (root / "evil" / "__init__.py").write_text("while True:\n    pass\n")
     (root / POLICY_SPEC_FILENAME).write_text(json.dumps({"class_path": "evil.Policy", "data_path": None}))
     started = time.monotonic()
-    (check,) = run_code_checks(root, [MISSION], None, 1, timeout_s=5)
+    containment, check = run_code_checks(root, [MISSION], None, 1, timeout_s=5)  # how it ran, then the verdict
     assert time.monotonic() - started < 20
+    assert containment["name"] == "containment" and not containment["errors"]
     assert check["errors"] == ["the bundle's code did not finish within 5 s; killed"]
 
 

@@ -15,11 +15,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from daf.stats import ComparisonStatistics
+from daf.text import printable
 
 
 def _label(name: str) -> str:
-    # '$' would switch matplotlib into mathtext and can raise on user-supplied policy names.
-    return name.replace("$", r"\$")
+    # '$' would switch matplotlib into mathtext and can raise on user-supplied policy names; control characters
+    # have no glyph: shown escaped, as everywhere else (daf.text).
+    return printable(name).replace("$", r"\$")
 
 
 def _to_base64(fig: Figure) -> str:
