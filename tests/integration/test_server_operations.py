@@ -130,6 +130,25 @@ def test_failed_run_on_a_worker_ends_with_the_pipeline_error_and_no_traceback(ru
     assert result["status"] == "failed" and result["stages_failed"] == ["environment_validation"]
 
 
+def test_a_deployment_run_cannot_import_by_class_path_or_reach_an_unlisted_dask_scheduler(runs, worker, stack_dir):
+    """A deployment parameter is chosen by whoever starts a run; the worker reads a class path as source before it
+    imports anything, and trusts only the Dask schedulers its own environment lists (DAF_DASK_ADDRESSES)."""
+    out = stack_dir / "hostile-out"
+    policies = [{"class_path": "baseline"}, {"class_path": "antigravity.X"}]
+    by_class = runs.create("comparison/comparison-local", {"config": comparison_config(out, policies=policies)})
+    elsewhere = comparison_config(out, task_runner="dask", dask_address="tcp://10.9.9.9:8786")
+    by_dask = runs.create("comparison/comparison-local", {"config": elsewhere})
+
+    run = runs.wait_final(by_class, timeout=120, worker=worker)
+    assert run.state.is_failed(), run.state
+    assert "has no class, assignment or import named 'X' at its top level" in run.state.message, run.state.message
+    run = runs.wait_final(by_dask, timeout=120, worker=worker)
+    assert run.state.is_failed(), run.state
+    logs = "\n".join(runs.settled_logs(by_dask))
+    assert "'tcp://10.9.9.9:8786' is not a Dask scheduler this machine allows" in run.state.message + logs, logs
+    assert "it lists tcp://127.0.0.1:*" in run.state.message + logs, logs
+
+
 def test_deploy_script_prints_no_http_client_lines(runs):
     out = stack.run([str(stack.REPO / "deployments" / "deploy.sh"), "--local-only"], runs.server.env, timeout=240)
     assert "HTTP Request" not in out and "httpx" not in out, out[-3000:]
