@@ -31,7 +31,6 @@ from daf.errors import InputError
 from daf.input_limits import MAX_YAML_BYTES, InputTooLarge, check_size, load_yaml
 from daf.mission_mix import assign_missions
 from daf.result_store import check_store_url
-from daf.worker_settings import check_dask_address
 
 # Upper bounds: generous for real work, small enough that a typo (an extra zero, 1e30) fails before compute with
 # the field named instead of exhausting memory or running for years.
@@ -201,9 +200,10 @@ class DAFConfig(_StrictModel):
     """Where evaluations and sweep trials run: thread (this process), process (child processes) or dask (the cluster at
     dask_address).
     """
-    dask_address: Annotated[Annotated[str, AfterValidator(check_dask_address)] | None, Role.EXECUTION] = None
+    dask_address: Annotated[str | None, Role.EXECUTION] = None
     """Dask scheduler address (tcp://host:port) for task_runner dask; one the machine running the flow lists in
-    DAF_DASK_ADDRESSES."""
+    DAF_DASK_ADDRESSES (checked there, by the environment validation: a config travels to Dask workers and
+    process pools, which need not list it)."""
     use_cache: Annotated[bool, Role.EXECUTION] = True
     """Reuse the results of identical tasks from earlier runs (keyed on the content of what they read)."""
     refresh_cache: Annotated[bool, Role.EXECUTION] = False

@@ -16,6 +16,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
+from daf.worker_settings import check_dask_address
+
 OK, WARNING, ERROR = "ok", "warning", "error"
 
 # Modules DAF imports; the versions it is tested with are the ranges pyproject.toml declares.
@@ -271,10 +273,17 @@ def daf_check_environment(
     output_dir: str = "daf_output",
     device: str = "auto",
     policy_data: list[tuple[str, str | None]] | None = None,
+    dask_address: str | None = None,
 ) -> EnvironmentReport:
     """Everything DAF needs on this machine; `missions` are built and stepped once each and every
-    (class_path, data_path) in `policy_data` is checked to exist and, for neural policies, to load safely."""
+    (class_path, data_path) in `policy_data` is checked to exist and, for neural policies, to load safely; a
+    `dask_address` must be one this machine allows (daf.worker_settings)."""
     report = daf_check_dependencies(policy_class_paths)
+    if dask_address is not None:
+        try:
+            report.add("dask", OK, check_dask_address(dask_address))
+        except ValueError as exc:
+            report.add("dask", ERROR, str(exc))
     _check_device(report, device)
     _check_missions(report, missions or [])
     _check_network_contracts(report, policy_class_paths or [], missions or [])

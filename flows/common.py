@@ -40,6 +40,7 @@ from daf.tasks.artifacts import publish_pipeline_result, publish_report_link
 from daf.tasks.common import log_event, log_failure_once, quiet_run_logs
 from daf.tasks.storage import fetch_weights_task, store_files_task
 from daf.text import printable
+from daf.worker_settings import check_dask_address
 
 T = TypeVar("T")
 C = TypeVar("C", bound=DAFConfig)
@@ -217,8 +218,8 @@ def task_runner_for(config: DAFConfig) -> TaskRunner:
     if config.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
 
-        if config.dask_address:
-            return DaskTaskRunner(address=config.dask_address)
+        if config.dask_address:  # checked by the environment validation; again here, where it is used
+            return DaskTaskRunner(address=check_dask_address(config.dask_address))
         return DaskTaskRunner(cluster_kwargs={"n_workers": config.max_parallel_jobs, "threads_per_worker": 1})
     return ThreadPoolTaskRunner(max_workers=config.max_parallel_jobs)
 

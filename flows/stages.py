@@ -29,6 +29,7 @@ def validate_policies(config: DAFConfig, entries: list[PolicyEntry], missions: l
         config.output_dir,
         config.device,
         [(e.class_path, e.data_path) for e in entries],
+        config.dask_address,
     )
     return names
 

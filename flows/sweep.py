@@ -40,6 +40,7 @@ def sweep_flow(
             config.output_dir,
             config.device,
             [(config.policy_class_path, config.policy_data_path)],
+            config.dask_address,
         )
         # Trials run in parallel (up to max_parallel_jobs) only when parallel stages are asked for.
         run_cfg = config if parallel_stages else config.model_copy(update={"max_parallel_jobs": 1})

@@ -33,6 +33,7 @@ def training_flow(config: DAFTrainingConfig) -> State:
             config.output_dir,
             config.device,
             [(config.policy_class_path, config.policy_data_path)],
+            config.dask_address,
         )
         training = p.stage("training", run_training, config, config)
         p.result.outputs["training"] = training

@@ -19,10 +19,11 @@ def check_environment_task(
     output_dir: str,
     device: str = "auto",
     policy_data: list[tuple[str, str | None]] | None = None,
+    dask_address: str | None = None,
 ) -> dict:
     maybe_fail("environment_validation")
     report = daf_check_environment(
-        missions, policy_class_paths, output_dir=output_dir, device=device, policy_data=policy_data
+        missions, policy_class_paths, output_dir, device, policy_data=policy_data, dask_address=dask_address
     )
     logger = get_run_logger()
     for check in report.warnings:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from daf.config import DAFConfig
+from daf.environment_checks import daf_check_environment
 from daf.orchestrators import daf_run_comparison_pipeline
 
 
@@ -122,11 +123,15 @@ def test_a_run_cannot_send_work_to_a_dask_scheduler_the_machine_does_not_list(tm
         policies=["baseline", "random"], missions=["training_facility_1"], episodes_per_mission=1,
         output_dir=str(tmp_path / "out"), **kwargs,
     )  # fmt: skip
-    assert result.status == "failed" and result.stages_completed == []
+    assert result.status == "failed" and result.stages_failed == ["environment_validation"]
     errors = "\n".join(result.errors)
-    assert "'tcp://127.0.0.1:1' is not a Dask scheduler this machine allows" in errors
+    assert "dask: 'tcp://127.0.0.1:1' is not a Dask scheduler this machine allows" in errors
     assert "DAF_DASK_ADDRESSES (it is not set)" in errors
     monkeypatch.setenv("DAF_DASK_ADDRESSES", "tcp://10.0.0.5:*, tcp://scheduler:8786")
-    with pytest.raises(ValueError, match=r"it lists tcp://10\.0\.0\.5:\*, tcp://scheduler:8786"):
-        DAFConfig(dask_address="tcp://127.0.0.1:1")
+    refused = daf_check_environment(dask_address="tcp://127.0.0.1:1")
+    assert "it lists tcp://10.0.0.5:*, tcp://scheduler:8786" in "; ".join(c.message for c in refused.errors)
+    allowed = daf_check_environment(dask_address="tcp://10.0.0.5:8786")
+    assert [c.status for c in allowed.checks if c.name == "dask"] == ["ok"]
+    # A config naming it travels to Dask workers and process pools, which need not list it: only its use is checked.
+    monkeypatch.delenv("DAF_DASK_ADDRESSES")
     assert DAFConfig(dask_address="tcp://10.0.0.5:8786").dask_address == "tcp://10.0.0.5:8786"
