@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import time
+import types
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -105,7 +107,11 @@ def _in_process_settings() -> Iterator[None]:
     - No anonymous usage analytics from the embedded server.
     - At least 60 s for the embedded server to start: cold starts on 2 cores come close to Prefect's 20 s default.
     - No flow-run heartbeats (see `_heartbeats_off`).
+
+    The embedded server, if this call starts it, runs in a process group of its own (`_keep_server_out_of_the_
+    terminals_group`): Ctrl-C in a terminal stops the pipeline, not the server it still has to report to.
     """
+    _keep_server_out_of_the_terminals_group()
     current = get_current_settings()
     updates: dict[Any, Any] = {}
     if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
@@ -118,6 +124,36 @@ def _in_process_settings() -> Iterator[None]:
         updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
     with temporary_settings(updates):
         yield
+
+
+class _SubprocessInOwnGroup(types.ModuleType):
+    """`subprocess` as Prefect's server module sees it: the same, except that Popen starts a process group."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:  # noqa: N802  (it stands in for subprocess.Popen)
+        kwargs.setdefault("process_group", 0)
+        return subprocess.Popen(*args, **kwargs)
+
+
+def _keep_server_out_of_the_terminals_group() -> None:
+    """Every embedded server Prefect starts from now on starts in a process group of its own (idempotent).
+
+    Ctrl-C in a terminal sends SIGINT to the whole foreground process group. Prefect starts its embedded server (a
+    uvicorn child) in the caller's group, so the first Ctrl-C also ended the server, and DAF, stopping at its next
+    safe point, retried the dead server for minutes to record the stop (a ConnectError and exit 1, not 130). In a
+    group of its own the server never sees the terminal's signals: DAF stops as for a signal to its PID alone, and
+    Prefect stops the server when DAF exits, as it always has. Only Prefect's server module sees the change (its
+    only child processes are the servers); Prefect has no setting for how it starts them.
+    """
+    if get_current_settings().api.url:  # a server of the user's own: none is started here
+        return
+    from prefect.server.api import server as prefect_server  # here: importing it configures Prefect's logging
+
+    if not isinstance(prefect_server.subprocess, _SubprocessInOwnGroup):
+        prefect_server.subprocess = _SubprocessInOwnGroup("subprocess")
 
 
 def _heartbeats_off(current: Any) -> bool:

@@ -99,12 +99,16 @@ class Run:
                 return
         raise AssertionError(f"no line with {fragment!r} in {timeout} s:\n{''.join(self.seen)}")
 
-    def stop(self, signum: int, times: int = 1) -> tuple[int, list[int], str]:
-        """Send the signal; (exit code, the descendants it had then, stdout)."""
+    def stop(self, signum: int, times: int = 1, group: bool = False) -> tuple[int, list[int], str]:
+        """Send the signal (to the whole process group, as a terminal's Ctrl-C does, when `group`); (exit code, the
+        descendants it had then, stdout)."""
         children = descendants(self.proc.pid)
         assert children, "the daf process should have started its embedded Prefect server"
         for _ in range(times):
-            os.kill(self.proc.pid, signum)
+            if group:
+                os.killpg(self.proc.pid, signum)  # the daf process leads its own session: its group's id is its pid
+            else:
+                os.kill(self.proc.pid, signum)
             time.sleep(0.3)
         try:
             out, _ = self.proc.communicate(timeout=120)
@@ -184,6 +188,24 @@ def test_sigint_stops_a_comparison_and_a_second_one_stops_at_once(tmp_path, migr
     # exit handlers: a shell reports both as 130.
     assert code in (130, -signal.SIGINT) and time.monotonic() - started < 10
     assert not [pid for pid in children if alive(pid)], "a second SIGINT still reaps the children"
+
+
+def test_ctrl_c_in_a_terminal_stops_a_comparison_like_a_signal_to_its_pid(tmp_path, migrated_home):
+    """A terminal's Ctrl-C signals the whole foreground group; the embedded server is outside it, so daf stops as
+    for a signal to its pid alone (it had retried the dead server for minutes, then exited 1)."""
+    out = tmp_path / "out"
+    run = Run(["compare", "-p", "baseline", "-p", "random", "-m", "training_facility_1", "-n", "4000",
+               "--output-dir", str(out)], migrated_home, tmp_path)  # fmt: skip
+    run.wait_for_line("Prefect flow run", timeout=180)
+    time.sleep(2.0)
+    started = time.monotonic()
+    code, children, stdout = run.stop(signal.SIGINT, group=True)
+    assert code == 130, stdout
+    assert time.monotonic() - started < 30
+    assert not [pid for pid in children if alive(pid)], "processes left behind"
+    result = result_of(out)
+    assert result["outputs"]["interrupted_by"] == "SIGINT"
+    assert result["errors"] == ["policy_comparison: interrupted by SIGINT"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM])
