@@ -68,9 +68,10 @@ class Role(enum.Enum):
     SWEEP_CONTROL = "sweep_control"  # which study a sweep is, how far it runs, how it prunes: may change on continuing
 
 
-def _output_location(value: str) -> str:
-    # DAF writes only into folders of its own below output_dir (runs/, evaluations/, checkpoints/, ...), but the root
-    # of the file system is never what anyone meant: it is almost always an empty variable expanded into a path.
+def check_output_location(value: str) -> str:
+    """The output directory as given; a ValueError for the file system's root. DAF writes only into folders of its
+    own below output_dir (runs/, evaluations/, checkpoints/, ...), but the root is never what anyone meant: it is
+    almost always an empty variable expanded into a path."""
     if Path(value).expanduser().absolute() == Path("/"):
         raise ValueError("the file system's root is not an output directory; name a directory for DAF's outputs")
     return value
@@ -176,7 +177,7 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
 class DAFConfig(_StrictModel):
     """Resources and locations shared by every pipeline."""
 
-    output_dir: Annotated[Annotated[str, AfterValidator(_output_location)], Role.RESUMABLE] = "daf_output"
+    output_dir: Annotated[Annotated[str, AfterValidator(check_output_location)], Role.RESUMABLE] = "daf_output"
     """Where runs, reports, bundles and (by default) checkpoints are written; relative to the working directory of the
     run.
     """

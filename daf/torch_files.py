@@ -405,3 +405,24 @@ def looks_like_torch(path: str | os.PathLike[str]) -> bool:
                 return any(n.endswith("data.pkl") for n in zf.namelist())
         except zipfile.BadZipFile:
             return False
+
+
+def weights_refusal(exc: UnsafeTorchFile) -> str:
+    """How a refused weights file is described, wherever it was refused."""
+    return f"refused by torch.load(weights_only=True) (unsafe, corrupt or oversized): {exc}"
+
+
+def unsafe_weights(path: str | os.PathLike[str]) -> str | None:
+    """Why torch.load(weights_only=True), or DAF's bounds on torch files, refuse a file (an unsafe, corrupt or
+    oversized one), or None when it loads."""
+    try:
+        read_torch_file(path, mmap=True)  # mmap: the tensors are only looked at here, never kept
+    except UnsafeTorchFile as exc:
+        return weights_refusal(exc)
+    return None
+
+
+def refused_data_file(path: str | os.PathLike[str]) -> str | None:
+    """Why a policy's data file is refused: a torch file (or any pickle) that `unsafe_weights` refuses. Other files
+    are the policy's own format, for its own loader."""
+    return unsafe_weights(path) if looks_like_torch(path) else None

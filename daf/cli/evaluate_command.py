@@ -55,7 +55,7 @@ def evaluate(
         missions = mission or [DEFAULT_MISSION]
         check_missions(missions)
         check_policies([entry])
-        folder = writable_folder(Path(output_dir) / "evaluations")  # before the episodes, not after them
+        folder = writable_folder(output_dir, "evaluations")  # before the episodes, not after them
         results = _evaluate_with_progress(entry, missions, episodes, seed, device)
         path = _save_evaluations(results, folder)
         out = stdout_console()

@@ -43,11 +43,16 @@ def check_trained_policy(cfg: DAFTrainingConfig | DAFSweepConfig) -> None:
     require_trainable(cfg.policy_class_path)
 
 
-def writable_folder(folder: Path) -> Path:
-    """`folder`, created, when this process can write into it; BadInput naming it otherwise (checked before the
-    work whose results go there, not after)."""
-    if Path(folder).expanduser().absolute() == Path("/"):
-        raise BadInput("the file system's root is not an output directory; name a directory for DAF's outputs")
+def writable_folder(output_dir: str, name: str) -> Path:
+    """`output_dir`/`name`, created, when `output_dir` is one the configs accept (daf.config.check_output_location)
+    and this process can write into the folder; BadInput naming it otherwise (checked before the work whose results
+    go there, not after)."""
+    from daf.config import check_output_location
+
+    try:
+        folder = Path(check_output_location(output_dir)) / name
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

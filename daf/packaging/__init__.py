@@ -8,8 +8,8 @@
 """
 
 from daf.packaging.build import PackagingError, build_package, find_training_config, policy_source_files
-from daf.packaging.checks import unsafe_weights
 from daf.packaging.validate import Check, PackageValidationError, ValidationReport, ensure_valid, validate_package
+from daf.torch_files import unsafe_weights
 
 __all__ = [
     "Check",

@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from daf.text import printable
+
 SWITCH_VARIABLE = "DAF_SANDBOX_NAMESPACES"  # "0": never use namespaces (the fallback), e.g. to test it
 TOKEN_VARIABLE = "DAF_SANDBOX_TOKEN"  # a random value per validation, in every sandbox process's initial environment
 PROBE_TIMEOUT_S = 20.0
@@ -90,7 +92,7 @@ def _probe() -> tuple[bool, str]:
     if run.returncode == 0 and run.stdout.strip() == b"ok":
         return True, ""
     lines = (run.stderr or run.stdout).decode(errors="replace").strip().splitlines()
-    return False, f"probe failed (exit code {run.returncode}): {printable(lines[-1] if lines else '')[:300]}"
+    return False, f"probe failed (exit code {run.returncode}): {printable(lines[-1] if lines else '', keep='')[:300]}"
 
 
 @functools.cache
@@ -414,12 +416,6 @@ def remove_within(path: Path, seconds: float) -> None:
     thread = threading.Thread(target=remove, name="daf-sandbox-cleanup", daemon=True)
     thread.start()
     thread.join(seconds)
-
-
-def printable(text: str, keep: str = "") -> str:
-    """`text` without control characters (terminal escapes from the child's output would reach the user's
-    terminal): each becomes '?', except those in `keep`."""
-    return "".join(c if c.isprintable() or c in keep else "?" for c in text)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from daf.errors import InputError
 from daf.files import atomic_path
 from daf.jsonable import to_jsonable
 from daf.missions import get_mission
-from daf.packaging.checks import looks_like_torch, unsafe_weights
 from daf.packaging.format import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
@@ -37,6 +36,7 @@ from daf.packaging.format import (
 )
 from daf.policies.hosted import HOSTED_CLASS_PATH, hosted_spec
 from daf.policies.registry import check_spec, load_policy_class
+from daf.torch_files import refused_data_file
 from daf.training.checkpoints import CONFIG_FILE, checkpoint_holding
 
 
@@ -80,7 +80,7 @@ def build_package(
         data_file = Path(policy_spec.data_path)
         if not data_file.is_file():
             raise PackagingError(f"data_path {data_file} is not a file (only single-file weights can be bundled)")
-        if looks_like_torch(data_file) and (problem := unsafe_weights(data_file)):
+        if problem := refused_data_file(data_file):
             raise PackagingError(f"data_path {data_file}: {problem}")  # before a bundle that cannot load is written
         data_arcname = f"{WEIGHTS_DIR}/{data_file.name}"
         _add_file(files, data_arcname, data_file)

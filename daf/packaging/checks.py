@@ -16,7 +16,13 @@ from mettagrid.policy.submission import POLICY_SPEC_FILENAME, SubmissionPolicySp
 from daf.missions import list_missions
 from daf.packaging.extract import DEFAULT_MAX_ENTRIES, bundle_files
 from daf.packaging.format import MANIFEST_FILENAME, digest
-from daf.torch_files import UnsafeTorchFile, first_non_finite, looks_like_torch, read_torch_file
+from daf.torch_files import (
+    UnsafeTorchFile,
+    first_non_finite,
+    looks_like_torch,
+    read_torch_file,
+    weights_refusal,
+)
 
 # The JSON a bundle carries is refused above these sizes before it is read: parsed, `{},` takes ~25 bytes of
 # memory a byte (200 MB of it took the validator to 5-8 GB). A policy spec is a class path and a few init kwargs.
@@ -124,9 +130,9 @@ def check_weights(root: Path, data_path: str | None) -> tuple[str, list[str]]:
     if not looks_like_torch(path):
         return f"{data_path}: not a torch file; left to the policy's loader", []
     try:
-        loaded = _load_for_checking(path)
+        loaded = read_torch_file(path, mmap=True)  # mmap: the tensors are only looked at here, never kept
     except UnsafeTorchFile as exc:
-        return "", [f"{data_path} {_refusal(exc)}"]
+        return "", [f"{data_path} {weights_refusal(exc)}"]
     bad = first_non_finite(loaded)
     if bad:
         # A policy with NaN weights acts, and scores 0, without an error.
@@ -146,22 +152,3 @@ def check_manifest_missions(manifest: dict) -> tuple[list[str], list[str]]:
     if unknown:
         return [], [f"unknown mission(s) {unknown[:5]} (a bundle names DAF missions: {', '.join(list_missions())})"]
     return named, []
-
-
-def unsafe_weights(path: Path) -> str | None:
-    """Why torch.load(weights_only=True), or DAF's bounds on torch files, refuse a file (an unsafe, corrupt or
-    oversized one), or None when it loads."""
-    try:
-        _load_for_checking(path)
-    except UnsafeTorchFile as exc:
-        return _refusal(exc)
-    return None
-
-
-def _load_for_checking(path: Path) -> Any:
-    # mmap: the tensors are only looked at here, never kept, so they need not be copied into memory.
-    return read_torch_file(path, mmap=True)
-
-
-def _refusal(exc: UnsafeTorchFile) -> str:
-    return f"refused by torch.load(weights_only=True) (unsafe, corrupt or oversized): {exc}"

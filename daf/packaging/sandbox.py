@@ -56,6 +56,7 @@ from daf.evaluation import ActionTally, evaluate, run_episodes
 from daf.files import atomic_write_text
 from daf.missions import get_mission
 from daf.packaging import _containment
+from daf.text import printable
 
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_MEMORY_BYTES = 8 << 30  # resident memory of all the child's processes together
@@ -172,7 +173,7 @@ def _read_result(path: Path, returncode: int, tail: str) -> list[dict[str, Any]]
     try:
         return _result_items(json.loads(data))
     except (ValueError, RecursionError) as exc:
-        detail = _containment.printable(str(exc))[:300]
+        detail = printable(str(exc), keep="")[:300]
         return [_failed("sandbox", f"the checking process reported a malformed result: {detail}")]
 
 
@@ -199,8 +200,9 @@ def _result_items(value: Any) -> list[dict[str, Any]]:
 
 
 def _text(text: str, limit: int = MAX_TEXT) -> str:
-    text = _containment.printable(text, keep="\n\t")
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+    # Cut by the child's own characters, then shown escaped (an escape is at most 10 characters: still bounded).
+    shown = printable(text[:limit])
+    return shown if len(text) <= limit else f"{shown}... ({len(text) - limit} more characters)"
 
 
 def _check_item(name: str, errors: list[str], message: str) -> dict[str, Any]:

@@ -123,16 +123,12 @@ def load_policy(spec: PolicySpec, env: PolicyEnvInterface, device: str = "cpu", 
 
 def refuse_unsafe_torch_file(path: str) -> None:
     """PolicyResolutionError when `path` is a torch file (or any pickle) that torch.load(weights_only=True), or DAF's
-    bounds on torch files, refuse."""
-    from daf.torch_files import UnsafeTorchFile, looks_like_torch, read_torch_file
+    bounds on torch files, refuse (daf.torch_files.refused_data_file)."""
+    from daf.torch_files import refused_data_file
 
-    if looks_like_torch(path):
-        try:
-            read_torch_file(path, mmap=True)  # only checked here: the class reads the file its own way
-        except UnsafeTorchFile as exc:
-            raise PolicyResolutionError(
-                f"data_path {path} refused by torch.load(weights_only=True) or DAF's bounds on torch files: {exc}"
-            ) from None
+    problem = refused_data_file(path)  # only checked here: the class reads the file its own way
+    if problem:
+        raise PolicyResolutionError(f"data_path {path} {problem}")
 
 
 def accepts_keyword(cls: type, name: str) -> bool:

@@ -243,8 +243,9 @@ def _start_or_resume(
     generators = RunGenerators(config.seed, device, separate_acting=config.overlap_update)
     metrics_path = run_dir / METRICS_FILE
     resume = latest_checkpoint(run_dir)
+    inputs = training_inputs(config)
     if resume is not None:
-        check_resumable(config, resume)
+        check_resumable(config, resume, inputs)
         policy.load_policy_data(str(resume.weights))
     else:
         metrics_path.unlink(missing_ok=True)
@@ -262,7 +263,7 @@ def _start_or_resume(
         generators.resume(state["torch_rng"], update)
         truncate_metrics(metrics_path, start_step)
     write_json(run_dir / CONFIG_FILE, config.model_dump(mode="json"))
-    write_json(run_dir / INPUTS_FILE, training_inputs(config))
+    write_json(run_dir / INPUTS_FILE, inputs)
     return _Run(
         config=config,
         run_id=run_id,

@@ -85,10 +85,11 @@ def validate_training_config(config: DAFTrainingConfig) -> None:
         raise TrainingError(f"checkpoint_dir {run_root} cannot be created: {exc}") from None
 
 
-def check_resumable(config: DAFTrainingConfig, checkpoint: Checkpoint) -> None:
+def check_resumable(config: DAFTrainingConfig, checkpoint: Checkpoint, inputs: dict[str, Any]) -> None:
     """A run resumes only under the config it was trained with, give or take settings that do not change what it
     learns (RESUMABLE_CHANGES): continuing it under other hyperparameters, missions or seed would mix two
-    trainings under one name, and a finished run would silently hand back its old checkpoint as the new result."""
+    trainings under one name, and a finished run would silently hand back its old checkpoint as the new result.
+    `inputs`: `training_inputs(config)`, the content the run reads now."""
     try:
         saved = json.loads((checkpoint.path / CONFIG_FILE).read_text())
         if not isinstance(saved, dict):
@@ -110,7 +111,7 @@ def check_resumable(config: DAFTrainingConfig, checkpoint: Checkpoint) -> None:
     recorded = checkpoint.path.parent.parent / INPUTS_FILE
     if recorded.is_file():  # absent only in runs checkpointed before DAF recorded it
         then = json.loads(recorded.read_text()).get("missions_sha256", {})
-        changed = [m for m, digest in training_inputs(config)["missions_sha256"].items() if then.get(m) != digest]
+        changed = [m for m, digest in inputs["missions_sha256"].items() if then.get(m) != digest]
         if changed:
             raise TrainingError(
                 f"run {config.run_id!r} in {checkpoint.path.parent.parent} was trained on other content of "

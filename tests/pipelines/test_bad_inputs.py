@@ -494,6 +494,8 @@ CLI_CASES: list[tuple[str, Callable[[Path], list[str]], int, str]] = [
                                                      str(_unwritable_file(t) / "sub")], 2, "cannot be created"),
     ("non-finite reward threshold", lambda t: ["validate-package", str(_bundle(t)), "--reward-threshold", "nan"], 2,
      "--reward-threshold nan: a threshold is a finite mean reward"),
+    ("evaluate into the file system's root", lambda t: ["evaluate", "random", "-n", "100000", "--output-dir", "/"], 2,
+     "the file system's root is not an output directory"),
     ("rollout too large", lambda t: ["train", "--policy", "mlp", "--set", "num_envs=4096", "--set", "num_steps=4096"],
      2, "environment-steps per rollout"),
 ]  # fmt: skip
