@@ -28,8 +28,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from daf.text import printable
-
 SWITCH_VARIABLE = "DAF_SANDBOX_NAMESPACES"  # "0": never use namespaces (the fallback), e.g. to test it
 TOKEN_VARIABLE = "DAF_SANDBOX_TOKEN"  # a random value per validation, in every sandbox process's initial environment
 PROBE_TIMEOUT_S = 20.0
@@ -91,6 +89,8 @@ def _probe() -> tuple[bool, str]:
             return False, f"probe failed: {type(exc).__name__}: {exc}"
     if run.returncode == 0 and run.stdout.strip() == b"ok":
         return True, ""
+    from daf.text import printable  # here: the probe runs this file alone, where only the standard library is
+
     lines = (run.stderr or run.stdout).decode(errors="replace").strip().splitlines()
     return False, f"probe failed (exit code {run.returncode}): {printable(lines[-1] if lines else '', keep='')[:300]}"
 
@@ -359,6 +359,8 @@ def read_tail(fd: int, size: int) -> str:
         data = os.pread(fd, size, max(0, length - size))
     except OSError:
         return ""
+    from daf.text import printable  # here: the probe runs this file alone, where only the standard library is
+
     return printable(data.decode(errors="replace"), keep="\n")
 
 
